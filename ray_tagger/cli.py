@@ -1,0 +1,127 @@
+"""The ``ray-tagger`` command line. Each sub-command lives in the module of its stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("ray_tagger")
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import DemoConfig, generate
+
+    summary = generate(args.out, DemoConfig(clips=args.clips, seed=args.seed, layout=args.layout), overwrite=args.overwrite)
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items())
+    print(f"demo data set in {summary.out_dir}: {counts} clips, {summary.total_audio_s / 60:.1f} min of audio")
+    print(f"test labels: {summary.test_labels_path}")
+    print(f"noisy-label truth (planted corruption {summary.realised_corruption_rate:.0%}): {summary.noisy_truth_path}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .prepare import PrepareConfig, prepare
+    from .runtime import ensure_ray
+
+    config = PrepareConfig(
+        splits=args.splits, folds=args.folds, seed=args.seed, on_bad=args.on_bad, audio_format=args.audio_format
+    )
+    ensure_ray(args.num_cpus)
+    manifest = prepare(args.data_dir, args.shards_dir, config)
+    print(f"shards in {args.shards_dir} ({manifest['layout']} layout, {manifest['classes']} classes):")
+    for source, c in manifest["counts"].items():
+        print(f"  {source:8s} {c['written']:6d} written  {c['skipped']:4d} skipped  of {c['total']:6d}  ({c['audio_seconds'] / 3600:.2f} h)")
+    print(f"  noisy excerpts: {manifest['excerpts']} ({manifest['config']['splits']} splits)")
+    for item in manifest["skipped"][:10]:
+        print(f"  skipped: {item['reason']}")
+    if len(manifest["skipped"]) > 10:
+        print(f"  ... {len(manifest['skipped']) - 10} more skipped rows listed in {Path(args.shards_dir) / 'manifest.json'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_result
+
+    print(format_result(evaluate(args.scores_csv, args.truth_csv)))
+    return 0
+
+
+def _bench_prepare(args: argparse.Namespace) -> int:
+    from .bench.prepare import run_bench
+    from .runtime import ensure_ray
+
+    ensure_ray(args.num_cpus)
+    print(run_bench(args.data_dir, args.work_dir, audio_format=args.audio_format))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ray-tagger", description="The UPB DCASE 2019 Task 2 audio tagger, prepared and trained on Ray."
+    )
+    p.add_argument("--version", action="version", version=f"ray-tagger {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo-data", help="synthesise a small data set in the FSDKaggle2019 layout")
+    d.add_argument("out", help="folder to create; the test labels go beside it")
+    d.add_argument("--clips", type=int, default=100, help="curated clips (noisy: as many, test: half)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--layout", choices=("kaggle", "zenodo"), default="kaggle")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    d.set_defaults(func=_demo_data)
+
+    pr = sub.add_parser("prepare", help="validate a data set and write Parquet shards (a Ray Data job)")
+    pr.add_argument("data_dir", help="Kaggle or Zenodo (FSDKaggle2019) layout")
+    pr.add_argument("shards_dir")
+    pr.add_argument("--splits", type=int, default=3, help="random cuts of the noisy clips")
+    pr.add_argument("--folds", type=int, default=5, help="folds over the curated clips")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--on-bad", choices=("skip", "fail"), default="skip", help="what to do with a bad input row")
+    pr.add_argument("--audio-format", choices=("flac", "pcm16"), default="flac")
+    pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
+    pr.set_defaults(func=_prepare)
+
+    e = sub.add_parser("evaluate", help="lwlrap of a submission CSV against the truth")
+    e.add_argument("scores_csv", help="Kaggle submission format: fname + one column per class")
+    e.add_argument("truth_csv", help="fname,labels")
+    e.set_defaults(func=_evaluate)
+
+    b = sub.add_parser("bench", help="benchmarks, each against a baseline measured in the same run")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bp = bsub.add_parser("prepare", help="prepare (Ray Data) against a single-process loop")
+    bp.add_argument("data_dir")
+    bp.add_argument("--work-dir", default=None, help="where to write the shards (default: a temporary folder)")
+    bp.add_argument("--audio-format", choices=("flac", "pcm16"), default="flac")
+    bp.add_argument("--num-cpus", type=int, default=None)
+    bp.set_defaults(func=_bench_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from .prepare import BadInputError
+    from .layout import LayoutError
+    from .evaluate import EvaluationError
+
+    try:
+        return args.func(args)
+    except (BadInputError, LayoutError, EvaluationError, FileExistsError, ValueError) as e:
+        print(f"ray-tagger {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ray-tagger {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

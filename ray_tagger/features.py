@@ -1,0 +1,83 @@
+"""Log-mel features of report §1.1, computed with torchaudio.
+
+A clip of T samples at 44.1 kHz gives ``1 + T // 882`` frames (the STFT is centred), so one
+second of audio (44,100 samples) gives 51 frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchaudio
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel parameters; the defaults are the report's (§1.1)."""
+
+    sample_rate: int = 44100
+    """Sample rate of the audio in Hz; the report does not resample."""
+    frame_length: int = 1764
+    """STFT window length in samples (40 ms)."""
+    hop_length: int = 882
+    """STFT hop in samples (20 ms)."""
+    n_fft: int = 2048
+    """FFT size; the 1764-sample Blackman window is zero-padded to it."""
+    n_mels: int = 128
+    """Number of mel bands (HTK scale)."""
+    f_min: float = 50.0
+    """Lowest mel band edge in Hz."""
+    f_max: float = 16000.0
+    """Highest mel band edge in Hz."""
+    log_floor: float = 1e-18
+    """Power floor before the natural log."""
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for a clip of ``num_samples`` samples (centred STFT)."""
+        return 1 + num_samples // self.hop_length
+
+
+class LogMel(torch.nn.Module):
+    """Batched log-mel energies with per-example lengths.
+
+    ``(B, T) float waveforms, (B,) sample lengths -> (B, 1, F, N) log-mel, (B,) frame lengths``
+    with ``N = 1 + T // hop`` and ``F = n_mels``. Frames past an example's length see only
+    zero padding; their values are the log floor and must be ignored through the lengths.
+    """
+
+    def __init__(self, config: FeatureConfig = FeatureConfig()):
+        super().__init__()
+        self.config = config
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            win_length=config.frame_length,
+            hop_length=config.hop_length,
+            f_min=config.f_min,
+            f_max=config.f_max,
+            n_mels=config.n_mels,
+            window_fn=torch.blackman_window,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm=None,
+            mel_scale="htk",
+        )
+
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T), (B,) -> (B, 1, F, N), (B,)``; lengths default to T for every example."""
+        if waves.dim() != 2:
+            raise ValueError(f"expected waveforms of shape (B, T), got {tuple(waves.shape)}")
+        if lengths is None:
+            lengths = torch.full((waves.shape[0],), waves.shape[1], device=waves.device)
+        power = self.mel(waves.float())
+        logmel = torch.log(power.clamp_min(self.config.log_floor)).unsqueeze(1)
+        frames = 1 + torch.div(lengths, self.config.hop_length, rounding_mode="floor")
+        return logmel, frames.to(torch.long)
+
+    def clip(self, wave: torch.Tensor) -> torch.Tensor:
+        """One clip: ``(T,) -> (F, N)``."""
+        return self.forward(wave.unsqueeze(0))[0][0, 0]

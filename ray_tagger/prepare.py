@@ -1,0 +1,379 @@
+"""``ray-tagger prepare``: a data set folder → verified Parquet shards, as a Ray Data job.
+
+Two Ray Data passes over the clips named by the CSVs:
+
+1. *inspect* — decode and validate every file; for training clips also accumulate the
+   log-mel sums that give the normalisation statistics (with :mod:`ray_tagger.features`).
+2. *encode* — decode the valid clips again, encode them losslessly and write them as
+   Parquet shards, partitioned by source.
+
+Noisy clips are stored once; each of the ``splits`` random cuts (report §3.1) is stored as a
+sample index in the clip's ``cuts`` list and spelled out as two excerpt rows per split in
+``excerpts.parquet``. Everything is written into a hidden staging folder beside the target
+and renamed into place at the end, so an interrupted run leaves nothing a later stage reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from . import __version__
+from .decode import AUDIO_FORMATS, BadAudio, encode, read_source, to_float
+from .features import FeatureConfig
+from .layout import SOURCES, ClipRecord, DataSetIndex, Problem, read_dataset
+from .normalization import StatsAccumulator
+from .splits import assign_folds, noisy_cut
+
+log = logging.getLogger(__name__)
+
+SHARDS_FORMAT = "ray_tagger.shards/1"
+TRAIN_SOURCES = ("curated", "noisy")
+
+AUDIO_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        ("sample_rate", pa.int32()),
+        ("num_samples", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("fold", pa.int8()),
+        ("cuts", pa.list_(pa.int64())),
+        ("audio", pa.binary()),
+    ]
+)
+"""One row per clip in ``audio/source=<source>/*.parquet``."""
+
+EXCERPT_SCHEMA = pa.schema(
+    [
+        ("excerpt_id", pa.string()),
+        ("clip_id", pa.string()),
+        ("split", pa.int8()),
+        ("part", pa.int8()),
+        ("start", pa.int64()),
+        ("stop", pa.int64()),
+        ("labels", pa.list_(pa.string())),
+    ]
+)
+"""Two rows per noisy clip and split in ``excerpts.parquet``: samples [start, stop)."""
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Data preparation settings; defaults follow the report and DESIGN §2."""
+
+    splits: int = 3
+    """Independent random cuts of the noisy clips (report §4: three splits)."""
+    folds: int = 5
+    """Folds over the curated clips for the relabelling models (report §4.1)."""
+    seed: int = 0
+    """Base seed; split s uses (seed, s), folds use (seed, 'fold')."""
+    on_bad: str = "skip"
+    """'skip': record bad rows in the manifest and go on; 'fail': stop at the first."""
+    audio_format: str = "flac"
+    """Lossless storage of the samples: 'flac' or 'pcm16'."""
+    cut_low: float = 0.1
+    """Lower bound of the cut position r in r·T (report §3.1)."""
+    cut_high: float = 0.9
+    """Upper bound of the cut position r in r·T (report §3.1)."""
+    clips_per_batch: int = 8
+    """Clips per Ray Data batch in both passes."""
+    rows_per_file: int = 256
+    """At least this many clips per Parquet file (the last file of a source may hold fewer)."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Feature extractor used for the normalisation statistics."""
+
+    def __post_init__(self) -> None:
+        if self.on_bad not in ("skip", "fail"):
+            raise ValueError(f"on_bad must be 'skip' or 'fail', got {self.on_bad!r}")
+        if self.audio_format not in AUDIO_FORMATS:
+            raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}, got {self.audio_format!r}")
+        if self.splits < 1 or self.folds < 2:
+            raise ValueError("need at least 1 split and 2 folds")
+        if not 0.0 < self.cut_low < self.cut_high < 1.0:
+            raise ValueError("need 0 < cut_low < cut_high < 1")
+
+
+class BadInputError(Exception):
+    """A bad input row met with ``on_bad='fail'``; ``str()`` is one line naming file and reason."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.reason)
+        self.problem = problem
+
+
+def prepare(data_dir: str | Path, shards_dir: str | Path, config: PrepareConfig = PrepareConfig()) -> dict:
+    """Prepare ``data_dir`` into ``shards_dir``; returns the manifest (also in manifest.json).
+
+    Re-running on unchanged input and settings returns the existing manifest untouched.
+    Raises :class:`~ray_tagger.layout.LayoutError` for an unreadable data set folder and
+    :class:`BadInputError` for a bad row when ``config.on_bad == 'fail'``.
+    """
+    shards_dir = Path(shards_dir)
+    index = read_dataset(data_dir)
+    fingerprint = _fingerprint(index, config)
+    existing = _existing_manifest(shards_dir)
+    if existing is not None and existing.get("fingerprint") == fingerprint:
+        log.info("%s is up to date with %s; nothing to do", shards_dir, data_dir)
+        return existing
+    bad_rows = [r for r in index.records if r.problem is not None]
+    if config.on_bad == "fail" and bad_rows:
+        raise BadInputError(bad_rows[0].problem)
+    candidates = [r for r in index.records if r.problem is None]
+    log.info(
+        "prepare: %s layout, %d classes, %s rows; inspecting %d clips",
+        index.layout, len(index.vocabulary),
+        ", ".join(f"{index.count(s)} {s}" for s in SOURCES), len(candidates),
+    )
+    inspected = _inspect(candidates, config)
+    problems = inspected["problems"]
+    if config.on_bad == "fail" and problems:
+        raise BadInputError(problems[min(problems)])
+    good = [(i, r) for i, r in enumerate(candidates) if i not in problems]
+    staging = _staging_dir(shards_dir)
+    try:
+        t0 = time.perf_counter()
+        _write_audio(good, inspected["num_samples"], staging, config)
+        excerpts = _write_excerpts(good, inspected["num_samples"], staging, config)
+        stats = inspected["stats"].finalize()
+        (staging / "stats.json").write_text(json.dumps(stats.to_json(), indent=1))
+        (staging / "vocabulary.json").write_text(json.dumps({"classes": list(index.vocabulary)}, indent=1))
+        skipped = bad_rows + [dataclasses.replace(candidates[i], problem=p) for i, p in sorted(problems.items())]
+        manifest = _manifest(data_dir, index, config, fingerprint, good, inspected, skipped, excerpts, stats)
+        manifest["write_seconds"] = round(time.perf_counter() - t0, 3)
+        manifest["files"] = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _swap_into_place(staging, shards_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+# -- pass 1: inspect ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _logmel(features: FeatureConfig):
+    """One extractor per worker process (Ray reuses worker processes across tasks)."""
+    import torch
+
+    from .features import LogMel
+
+    torch.set_num_threads(1)
+    return LogMel(features)
+
+
+def inspect_clips(batch: dict[str, np.ndarray], features: FeatureConfig) -> dict[str, np.ndarray]:
+    """Ray Data task: validate clips; log-mel sums of training clips for the statistics.
+
+    Batch in: ``idx (B,), path (B,), source (B,)``. Batch out: ``idx (B,), num_samples (B,),
+    kind (B,), reason (B,), band_sum (B, F), band_sumsq (B, F), frames (B,)``.
+    """
+    import torch
+
+    n, n_mels = len(batch["idx"]), features.n_mels
+    out = {
+        "idx": batch["idx"], "num_samples": np.zeros(n, np.int64),
+        "kind": np.array([""] * n, dtype=object), "reason": np.array([""] * n, dtype=object),
+        "band_sum": np.zeros((n, n_mels)), "band_sumsq": np.zeros((n, n_mels)), "frames": np.zeros(n, np.int64),
+    }
+    for j, (path, source) in enumerate(zip(batch["path"], batch["source"])):
+        try:
+            samples = read_source(str(path), features.sample_rate)
+        except BadAudio as e:
+            out["kind"][j], out["reason"][j] = e.problem.kind, e.problem.reason
+            continue
+        out["num_samples"][j] = samples.shape[0]
+        if source in TRAIN_SOURCES:
+            with torch.no_grad():
+                x = _logmel(features).clip(torch.from_numpy(to_float(samples))).double().numpy()
+            out["band_sum"][j], out["band_sumsq"][j], out["frames"][j] = x.sum(1), (x * x).sum(1), x.shape[1]
+    return out
+
+
+def _inspect(candidates: list[ClipRecord], config: PrepareConfig) -> dict:
+    items = [{"idx": i, "path": r.path, "source": r.source} for i, r in enumerate(candidates)]
+    num_samples = np.zeros(len(candidates), np.int64)
+    problems: dict[int, Problem] = {}
+    stats = StatsAccumulator(config.features.n_mels)
+    if not candidates:
+        return {"num_samples": num_samples, "problems": problems, "stats": stats}
+    ds = ray.data.from_items(items, override_num_blocks=_num_blocks(len(candidates), config)).map_batches(
+        inspect_clips, fn_kwargs={"features": config.features}, batch_size=config.clips_per_batch, num_cpus=1
+    )
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for j, i in enumerate(batch["idx"]):
+            if batch["kind"][j]:
+                problems[int(i)] = Problem(str(batch["kind"][j]), str(batch["reason"][j]))
+            else:
+                num_samples[i] = batch["num_samples"][j]
+            stats.add_sums(batch["band_sum"][j], batch["band_sumsq"][j], batch["frames"][j])
+        if config.on_bad == "fail" and problems:
+            break  # leaving the iterator stops the streaming job
+    return {"num_samples": num_samples, "problems": problems, "stats": stats}
+
+
+# -- pass 2: encode and write ---------------------------------------------------------------
+
+
+def encode_clips(batch: pa.Table, sample_rate: int, audio_format: str) -> pa.Table:
+    """Ray Data task: re-read valid clips and encode them into shard rows.
+
+    Batch in: the clip table (one row per clip, no audio). Batch out: rows of
+    :data:`AUDIO_SCHEMA`.
+    """
+    rows = batch.to_pylist()
+    for row in rows:
+        samples = read_source(row.pop("path"), sample_rate)
+        if samples.shape[0] != row["num_samples"]:
+            raise RuntimeError(f"{row['clip_id']}: audio changed while prepare was running")
+        row["audio"] = encode(samples, sample_rate, audio_format)
+    return pa.Table.from_pylist(rows, schema=AUDIO_SCHEMA)
+
+
+def _clip_rows(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, config: PrepareConfig) -> list[dict]:
+    folds = assign_folds([r.fname for _, r in good if r.source == "curated"], config.folds, config.seed)
+    sr = config.features.sample_rate
+    rows = []
+    for i, r in good:
+        n = int(num_samples[i])
+        cuts = [noisy_cut(r.fname, n, config.seed, s, config.cut_low, config.cut_high) for s in range(config.splits)]
+        rows.append({
+            "clip_id": r.fname, "source": r.source, "labels": list(r.labels), "sample_rate": sr,
+            "num_samples": n, "duration_s": n / sr, "fold": folds.get(r.fname, -1),
+            "cuts": cuts if r.source == "noisy" else [], "path": r.path,
+        })
+    return rows
+
+
+def _write_audio(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, staging: Path, config: PrepareConfig) -> None:
+    if not good:
+        log.warning("no valid clips: writing no audio shards")
+        return
+    rows = _clip_rows(good, num_samples, config)
+    ds = ray.data.from_items(rows, override_num_blocks=_num_blocks(len(good), config)).map_batches(
+        encode_clips,
+        fn_kwargs={"sample_rate": config.features.sample_rate, "audio_format": config.audio_format},
+        batch_size=config.clips_per_batch,
+        batch_format="pyarrow",
+        num_cpus=1,
+    )
+    ds.write_parquet(str(staging / "audio"), partition_cols=["source"], min_rows_per_file=config.rows_per_file)
+
+
+def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, staging: Path, config: PrepareConfig) -> int:
+    rows = []
+    for i, r in good:
+        if r.source != "noisy":
+            continue
+        n = int(num_samples[i])
+        for s in range(config.splits):
+            cut = noisy_cut(r.fname, n, config.seed, s, config.cut_low, config.cut_high)
+            for part, (start, stop) in enumerate(((0, cut), (cut, n))):
+                rows.append({
+                    "excerpt_id": f"{r.fname}#s{s}p{part}", "clip_id": r.fname, "split": s, "part": part,
+                    "start": start, "stop": stop, "labels": list(r.labels),
+                })
+    pq.write_table(pa.Table.from_pylist(rows, schema=EXCERPT_SCHEMA), staging / "excerpts.parquet")
+    return len(rows)
+
+
+# -- bookkeeping ----------------------------------------------------------------------------
+
+
+def _manifest(data_dir, index: DataSetIndex, config: PrepareConfig, fingerprint: str, good, inspected, skipped, excerpts, stats) -> dict:
+    sr = config.features.sample_rate
+    counts = {}
+    for s in SOURCES:
+        written = [i for i, r in good if r.source == s]
+        counts[s] = {
+            "total": index.count(s),
+            "written": len(written),
+            "skipped": sum(r.source == s for r in skipped),
+            "audio_seconds": round(float(sum(inspected["num_samples"][i] for i in written)) / sr, 3),
+        }
+    by_kind: dict[str, int] = {}
+    for r in skipped:
+        by_kind[r.problem.kind] = by_kind.get(r.problem.kind, 0) + 1
+    return {
+        "format": SHARDS_FORMAT,
+        "ray_tagger_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data_dir": str(Path(data_dir).resolve()),
+        "layout": index.layout,
+        "fingerprint": fingerprint,
+        "config": dataclasses.asdict(config),
+        "audio_format": config.audio_format,
+        "classes": len(index.vocabulary),
+        "counts": counts,
+        "excerpts": excerpts,
+        "stats": {"frames": stats.frames, "std": stats.std},
+        "skipped_by_kind": by_kind,
+        "skipped": [
+            {"source": r.source, "fname": r.fname, "csv": r.csv_path, "row": r.row, "kind": r.problem.kind, "reason": r.problem.reason}
+            for r in skipped
+        ],
+    }
+
+
+def _fingerprint(index: DataSetIndex, config: PrepareConfig) -> str:
+    """Hash of the settings, the CSV bytes and every audio file's size and mtime."""
+    h = hashlib.sha256(json.dumps([SHARDS_FORMAT, dataclasses.asdict(config)], sort_keys=True).encode())
+    for path in index.csv_files:
+        h.update(Path(path).read_bytes() if Path(path).exists() else b"<missing>")
+    for r in index.records:
+        try:
+            st = os.stat(r.path)
+            h.update(f"{r.path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{r.path}:missing\n".encode())
+    return h.hexdigest()
+
+
+def _existing_manifest(shards_dir: Path) -> dict | None:
+    manifest = shards_dir / "manifest.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text())
+    if shards_dir.exists() and any(shards_dir.iterdir()):
+        raise FileExistsError(f"{shards_dir}: exists, is not empty and holds no shards manifest; refusing to overwrite")
+    return None
+
+
+def _staging_dir(shards_dir: Path) -> Path:
+    shards_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in shards_dir.parent.glob(f".{shards_dir.name}.staging-*"):
+        log.info("removing %s left by an interrupted prepare", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = shards_dir.parent / f".{shards_dir.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def _swap_into_place(staging: Path, shards_dir: Path) -> None:
+    old = None
+    if shards_dir.exists():
+        old = shards_dir.parent / f".{shards_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        shards_dir.rename(old)
+    staging.rename(shards_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _num_blocks(n_clips: int, config: PrepareConfig) -> int:
+    return max(1, -(-n_clips // config.clips_per_batch))

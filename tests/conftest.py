@@ -1,0 +1,20 @@
+"""Shared fixtures: one Ray session per test module, logically over-subscribed (DESIGN §3)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray with 8 logical CPUs on whatever cores the machine has; shut down after the module."""
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,182 @@
+"""prepare on the demo data set: counts, cuts, splits, folds, bit-exact audio, statistics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from ray_tagger.decode import decode, to_float
+from ray_tagger.demo_data import DemoConfig, generate
+from ray_tagger.features import FeatureConfig, LogMel
+from ray_tagger.prepare import PrepareConfig, prepare
+
+CLIPS = 12
+FOLDERS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
+
+
+@pytest.fixture(scope="module")
+def demo(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    generate(root / "data", DemoConfig(clips=CLIPS, seed=3))
+    manifest = prepare(root / "data", root / "shards", PrepareConfig())
+    return root / "data", root / "shards", manifest
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _audio(shards: Path, source: str, columns=None):
+    return pq.read_table(shards / "audio" / f"source={source}", columns=columns).to_pylist()
+
+
+def test_row_counts_per_source_match_the_csvs(demo):
+    data, shards, manifest = demo
+    expected = {
+        "curated": len(_csv_rows(data / "train_curated.csv")),
+        "noisy": len(_csv_rows(data / "train_noisy.csv")),
+        "test": len(_csv_rows(data / "sample_submission.csv")),
+    }
+    assert expected == {"curated": CLIPS, "noisy": CLIPS, "test": CLIPS // 2}
+    for source, n in expected.items():
+        assert len(_audio(shards, source, ["clip_id"])) == n
+        c = manifest["counts"][source]
+        assert (c["total"], c["written"], c["skipped"]) == (n, n, 0)
+    assert manifest["skipped"] == []
+    excerpts = pq.read_table(shards / "excerpts.parquet").to_pylist()
+    assert len(excerpts) == 3 * 2 * expected["noisy"] == manifest["excerpts"]
+
+
+def test_labels_and_vocabulary_come_from_the_data_set(demo):
+    data, shards, _ = demo
+    header = next(csv.reader(open(data / "sample_submission.csv")))
+    assert json.loads((shards / "vocabulary.json").read_text())["classes"] == header[1:]
+    truth = {r["fname"]: r["labels"].split(",") for r in _csv_rows(data / "train_curated.csv")}
+    stored = {r["clip_id"]: r["labels"] for r in _audio(shards, "curated", ["clip_id", "labels"])}
+    assert stored == truth
+
+
+def test_noisy_cuts_lie_within_the_report_range_and_splits_differ(demo):
+    _, shards, _ = demo
+    clips = {r["clip_id"]: r for r in _audio(shards, "noisy", ["clip_id", "num_samples", "cuts"])}
+    for clip in clips.values():
+        t = clip["num_samples"]
+        assert len(clip["cuts"]) == 3
+        for cut in clip["cuts"]:
+            assert 0.1 * t <= cut <= 0.9 * t
+    cuts = np.array([c["cuts"] for c in clips.values()])
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert np.mean(cuts[:, a] != cuts[:, b]) > 0.9, f"splits {a} and {b} are nearly the same"
+    excerpts = pq.read_table(shards / "excerpts.parquet").to_pylist()
+    for e in excerpts:
+        clip = clips[e["clip_id"]]
+        cut = clip["cuts"][e["split"]]
+        assert (e["start"], e["stop"]) == ((0, cut) if e["part"] == 0 else (cut, clip["num_samples"]))
+
+
+def test_folds_partition_the_curated_clips(demo):
+    _, shards, _ = demo
+    folds = {r["clip_id"]: r["fold"] for r in _audio(shards, "curated", ["clip_id", "fold"])}
+    assert len(folds) == CLIPS
+    sizes = np.bincount(list(folds.values()), minlength=5)
+    assert sizes.sum() == CLIPS and len(sizes) == 5 and sizes.max() - sizes.min() <= 1
+    for source in ("noisy", "test"):
+        assert {r["fold"] for r in _audio(shards, source, ["fold"])} == {-1}
+
+
+@pytest.mark.parametrize("source", ["curated", "noisy", "test"])
+def test_audio_reads_back_bit_for_bit(demo, source):
+    data, shards, manifest = demo
+    for row in _audio(shards, source):
+        wav, rate = sf.read(data / FOLDERS[source] / row["clip_id"], dtype="int16")
+        got = decode(row["audio"], manifest["audio_format"])
+        assert rate == row["sample_rate"] == 44100
+        assert got.dtype == np.int16 and np.array_equal(got, wav)
+        assert row["num_samples"] == len(wav)
+
+
+def test_statistics_have_the_report_shape_and_match_a_direct_computation(demo):
+    data, shards, _ = demo
+    stats = json.loads((shards / "stats.json").read_text())
+    mean, std = np.asarray(stats["mean"]), stats["std"]
+    assert mean.shape == (128,) and isinstance(std, float)
+    logmel = LogMel(FeatureConfig())
+    feats = []
+    for source in ("curated", "noisy"):
+        for row in _csv_rows(data / f"train_{source}.csv"):
+            wav, _ = sf.read(data / FOLDERS[source] / row["fname"], dtype="int16")
+            feats.append(logmel.clip(torch.from_numpy(to_float(wav))).double().numpy())
+    x = np.concatenate(feats, axis=1)
+    assert stats["frames"] == x.shape[1]
+    np.testing.assert_allclose(mean, x.mean(axis=1), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(std, (x - x.mean(axis=1, keepdims=True)).std(), rtol=1e-9)
+
+
+def test_rerun_on_the_same_input_is_a_no_op(demo):
+    data, shards, manifest = demo
+    before = {p: p.stat().st_mtime_ns for p in shards.rglob("*")}
+    again = prepare(data, shards, PrepareConfig())
+    assert again == manifest
+    assert {p: p.stat().st_mtime_ns for p in shards.rglob("*")} == before
+
+
+def test_changed_settings_rebuild_in_place(demo, tmp_path):
+    data, _, manifest = demo
+    shards = tmp_path / "pcm"
+    first = prepare(data, shards, PrepareConfig(audio_format="pcm16", seed=1))
+    assert first["fingerprint"] != manifest["fingerprint"]
+    row = _audio(shards, "test")[0]
+    wav, _ = sf.read(data / "test" / row["clip_id"], dtype="int16")
+    assert np.array_equal(decode(row["audio"], "pcm16"), wav)
+    second = prepare(data, shards, PrepareConfig(audio_format="pcm16", seed=2))
+    assert second["config"]["seed"] == 2
+    assert json.loads((shards / "manifest.json").read_text())["fingerprint"] == second["fingerprint"]
+    assert not list(tmp_path.glob(".pcm.*")), "no staging or old folders left behind"
+
+
+def test_zenodo_layout_gives_the_same_shards(demo, tmp_path):
+    data, shards, _ = demo
+    generate(tmp_path / "zen", DemoConfig(clips=CLIPS, seed=3, layout="zenodo"))
+    manifest = prepare(tmp_path / "zen", tmp_path / "zen_shards", PrepareConfig())
+    assert manifest["layout"] == "zenodo"
+    for source in ("curated", "noisy"):
+        cols = ["clip_id", "labels", "num_samples", "fold", "cuts"]
+        key = lambda r: r["clip_id"]
+        assert sorted(_audio(tmp_path / "zen_shards", source, cols), key=key) == sorted(_audio(shards, source, cols), key=key)
+    truth = {r["fname"]: r["labels"].split(",") for r in _csv_rows(Path(f"{data}-test-labels.csv"))}
+    stored = {r["clip_id"]: r["labels"] for r in _audio(tmp_path / "zen_shards", "test", ["clip_id", "labels"])}
+    assert stored == truth, "the Zenodo test CSV carries the labels"
+
+
+def test_an_interrupted_prepare_leaves_nothing_a_later_stage_reads(demo, tmp_path):
+    """Kill the CLI from outside while it works; the target must not exist, and a re-run completes."""
+    data, _, _ = demo
+    shards = tmp_path / "shards"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "ray_tagger", "prepare", str(data), str(shards), "--num-cpus", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".shards.staging-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "prepare finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not shards.exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "written" in done.stdout and (shards / "manifest.json").exists()
+    assert not list(tmp_path.glob(".shards.*")), "the stale staging folder was cleaned up"
