@@ -1,0 +1,83 @@
+"""The CRNN against Table 1 of the report: shapes, parameter count, padding invariance."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ray_tagger.model import CRNN, ModelConfig, count_parameters
+
+
+def test_default_is_the_report_model():
+    model = CRNN()
+    assert model.config.n_classes == 80
+    assert count_parameters(model) == 2_647_680
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 500, 1501])
+def test_table1_shapes(n):
+    torch.manual_seed(0)
+    model = CRNN().eval()
+    shapes: dict[str, tuple] = {}
+
+    def record(name):
+        return lambda module, args, out: shapes.__setitem__(name, tuple((out[0] if isinstance(out, tuple) else out).shape))
+
+    for i, block in enumerate(model.blocks):
+        block.norms[-1].register_forward_hook(record(f"conv{i}"))
+        block.pool.register_forward_hook(record(f"pool{i}"))
+    model.conv1d[0].register_forward_pre_hook(lambda m, args: shapes.__setitem__("reshape", tuple(args[0].shape)))
+    model.norms1d[-1].register_forward_hook(record("conv1d"))
+    model.fc.register_forward_pre_hook(lambda m, args: shapes.__setitem__("gru", tuple(args[0].shape)))
+    model.fc.register_forward_hook(record("fc"))
+    b = 2
+    out = model(torch.randn(b, 1, 128, n), torch.tensor([n, max(1, n // 2)]))
+    n2, n4, n8 = math.ceil(n / 2), math.ceil(math.ceil(n / 2) / 2), math.ceil(n / 8)
+    assert n8 == math.ceil(n4 / 2)
+    expected = {
+        "conv0": (b, 16, 128, n), "pool0": (b, 16, 64, n2),
+        "conv1": (b, 32, 64, n2), "pool1": (b, 32, 32, n4),
+        "conv2": (b, 64, 32, n4), "pool2": (b, 64, 16, n8),
+        "conv3": (b, 128, 16, n8), "pool3": (b, 128, 8, n8),
+        "conv4": (b, 256, 8, n8), "pool4": (b, 256, 4, n8),
+        "reshape": (b, 1024, n8), "conv1d": (b, 256, n8), "gru": (b, 256), "fc": (b, 256),
+    }
+    assert shapes == expected
+    assert out.shape == (b, 80)
+    assert torch.all((out > 0) & (out < 1))
+
+
+def test_appended_padding_does_not_change_the_output():
+    torch.manual_seed(1)
+    model = CRNN().eval()
+    for length in (1, 13, 64, 301):
+        x = torch.randn(1, 1, 128, length)
+        alone = model(x, torch.tensor([length]))
+        for pad in (1, 7, 50):
+            padded = torch.cat([x, 100 * torch.randn(1, 1, 128, pad)], dim=-1)
+            got = model(padded, torch.tensor([length]))
+            torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_neighbours_do_not_leak_into_an_example():
+    torch.manual_seed(2)
+    model = CRNN(ModelConfig.tiny(n_classes=5)).eval()
+    short = torch.randn(1, 1, 128, 40)
+    other = torch.randn(1, 1, 128, 97)
+    batch = torch.cat([torch.cat([short, torch.full((1, 1, 128, 57), -41.0)], -1), other], 0)
+    out = model(batch, torch.tensor([40, 97]))
+    torch.testing.assert_close(out[0:1], model(short, torch.tensor([40])), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[1:2], model(other, torch.tensor([97])), rtol=1e-5, atol=1e-6)
+
+
+def test_tiny_config_keeps_the_structure():
+    model = CRNN(ModelConfig.tiny(n_classes=12))
+    assert count_parameters(model) < 100_000
+    assert model(torch.randn(3, 1, 128, 20), torch.tensor([20, 11, 3])).shape == (3, 12)
+
+
+def test_bad_input_shape_is_refused():
+    with pytest.raises(ValueError, match=r"\(B, 1, 128, N\)"):
+        CRNN(ModelConfig.tiny())(torch.randn(2, 128, 20), torch.tensor([20, 20]))
