@@ -11,6 +11,9 @@ from . import __version__
 
 log = logging.getLogger("ray_tagger")
 
+BENCH_MODEL_MODES = ("eager-fp32", "bf16-autocast", "channels-last", "compile", "compile-bf16")
+"""``bench model --modes`` choices, kept literal so parsing does not import torch (= bench.model.MODES)."""
+
 
 def _demo_data(args: argparse.Namespace) -> int:
     from .demo_data import DemoConfig, generate
@@ -43,6 +46,23 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .config import resolve
+    from .runtime import ensure_ray
+    from .train import Placement, train
+
+    job = resolve(args.preset, args.set, extra={"stream": {"R": args.R}} if args.R is not None else None)
+    fold = None if args.fold == "none" else int(args.fold)
+    ensure_ray(args.num_cpus)
+    placement = Placement(args.workers, args.gpus_per_worker, args.cpus_per_worker)
+    summary = train(args.shards_dir, args.run_dir, job, args.split, fold, placement, args.storage_path)
+    final = summary["final_metrics"]
+    val = f", held-out lwlrap {final['val_lwlrap']:.4f}" if "val_lwlrap" in final else ""
+    print(f"trained {summary['iterations']} iterations ({summary['swa_snapshots']} SWA snapshots){val}")
+    print(f"model: {summary['model']}; config, metrics and checkpoints in {args.run_dir}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_result
 
@@ -56,6 +76,13 @@ def _bench_prepare(args: argparse.Namespace) -> int:
 
     ensure_ray(args.num_cpus)
     print(run_bench(args.data_dir, args.work_dir, audio_format=args.audio_format))
+    return 0
+
+
+def _bench_model(args: argparse.Namespace) -> int:
+    from .bench.model import run_bench
+
+    print(run_bench(args.steps, args.warmup, args.batch, args.seconds, args.modes, args.device, progress=log.info))
     return 0
 
 
@@ -86,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
     pr.set_defaults(func=_prepare)
 
+    t = sub.add_parser("train", help="train one model with Ray Train (DDP), with SWA, checkpoints and resume")
+    t.add_argument("shards_dir")
+    t.add_argument("run_dir", help="resolved config, metrics, checkpoints and the final SWA model; re-run to resume")
+    t.add_argument("--split", type=int, default=0, help="which random cut of the noisy clips")
+    t.add_argument("--fold", default="0", help="curated fold held out for validation, or 'none'")
+    t.add_argument("--R", type=int, default=None, help="curated oversampling factor (default: the preset's)")
+    t.add_argument("--preset", default="paper", help="paper, demo, tiny or a YAML file")
+    t.add_argument("--workers", type=int, default=1, help="DDP workers; they share the batch of 16")
+    t.add_argument("--gpus-per-worker", type=float, default=0.0, help="may be fractional")
+    t.add_argument("--cpus-per-worker", type=float, default=1.0)
+    t.add_argument("--storage-path", default=None, help="checkpoint storage (local folder, s3://, gs://); default RUN_DIR/checkpoints")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
+    t.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
+    t.set_defaults(func=_train)
+
     e = sub.add_parser("evaluate", help="lwlrap of a submission CSV against the truth")
     e.add_argument("scores_csv", help="Kaggle submission format: fname + one column per class")
     e.add_argument("truth_csv", help="fname,labels")
@@ -99,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--audio-format", choices=("flac", "pcm16"), default="flac")
     bp.add_argument("--num-cpus", type=int, default=None)
     bp.set_defaults(func=_bench_prepare)
+    bm = bsub.add_parser("model", help="CRNN train-step throughput per execution mode against eager fp32")
+    bm.add_argument("--steps", type=int, default=5, help="timed train steps per mode")
+    bm.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first (absorb compilation)")
+    bm.add_argument("--batch", type=int, default=16, help="clips per batch")
+    bm.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per clip")
+    bm.add_argument(
+        "--modes", nargs="+", default=list(BENCH_MODEL_MODES), choices=BENCH_MODEL_MODES,
+        help="modes to time (eager-fp32, the baseline, always runs first and last)",
+    )
+    bm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
+    bm.set_defaults(func=_bench_model)
     return p
 
 
@@ -118,6 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInputError, LayoutError, EvaluationError, FileExistsError, ValueError) as e:
         print(f"ray-tagger {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except FileNotFoundError as e:
+        print(f"ray-tagger {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a Ray Train failure: say how to go on, keep the details in the log
+        if type(e).__name__ not in ("TrainingFailedError", "WorkerGroupError", "ControllerError"):
+            raise
+        log.debug("training failed", exc_info=True)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"ray-tagger {args.command}: training failed ({type(e).__name__}: {first[:300]}); "
+              "re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"ray-tagger {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -60,13 +60,20 @@ def superpose(base: np.ndarray, partner: np.ndarray, shift: int, gain_base: floa
     return out
 
 
-def draw(lengths: np.ndarray, i: int, rng: np.random.Generator, config: MixupConfig) -> MixRecord:
-    """Draw γ, the partner, the gains and the shift for example ``i`` of a pool of ``lengths``."""
+def draw(
+    lengths: np.ndarray, i: int, rng: np.random.Generator, config: MixupConfig, groups: np.ndarray | None = None
+) -> MixRecord:
+    """Draw γ, the partner, the gains and the shift for example ``i`` of a pool of ``lengths``.
+
+    Examples of the same group (e.g. copies of one clip) are never partners.
+    """
     if rng.random() >= config.probability:
         return MixRecord(partner=-1)
     t_i = int(lengths[i])
     candidates = np.flatnonzero(lengths <= config.max_partner_ratio * t_i)
     candidates = candidates[candidates != i]
+    if groups is not None:
+        candidates = candidates[groups[candidates] != groups[i]]
     if candidates.size == 0:
         return MixRecord(partner=-1)
     j = int(rng.choice(candidates))
@@ -77,17 +84,23 @@ def draw(lengths: np.ndarray, i: int, rng: np.random.Generator, config: MixupCon
 
 
 def mixup(
-    waves: list[np.ndarray], targets: np.ndarray, rng: np.random.Generator, config: MixupConfig = MixupConfig()
+    waves: list[np.ndarray],
+    targets: np.ndarray,
+    rng: np.random.Generator,
+    config: MixupConfig = MixupConfig(),
+    groups: list | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, list[MixRecord]]:
     """Mix a pool of variable-length waveforms with partners from the same pool.
 
     ``[(T_b,)] * B, (B, K) n-hot -> [(T'_b,)] * B float32, (B, K) n-hot, [MixRecord] * B``.
+    ``groups`` (B,) keeps examples of the same group (copies of one clip) apart.
     The inputs are not modified.
     """
     lengths = np.array([len(w) for w in waves])
+    group_ids = None if groups is None else np.asarray(groups)
     out_waves, out_targets, records = [], np.array(targets, copy=True), []
     for i, wave in enumerate(waves):
-        record = draw(lengths, i, rng, config)
+        record = draw(lengths, i, rng, config, group_ids)
         records.append(record)
         if record.partner < 0:
             out_waves.append(np.asarray(wave, dtype=np.float32).copy())

@@ -123,9 +123,10 @@ class CRNN(nn.Module):
         """``(B, 1, F, N), (B,) -> (B, K)`` pre-sigmoid scores (for a stable BCE)."""
         return self.out(torch.relu(self.fc(self.embed(x, lengths))))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, F, N), (B,) -> (B, K)`` probabilities."""
-        return torch.sigmoid(self.logits(x, lengths))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, return_logits: bool = False) -> torch.Tensor:
+        """``(B, 1, F, N), (B,) -> (B, K)`` probabilities (or logits, for the loss under DDP)."""
+        logits = self.logits(x, lengths)
+        return logits if return_logits else torch.sigmoid(logits)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import platform
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -105,6 +107,9 @@ class ModeResult:
     ok: bool
     steps: int = 0
     seconds_per_step: float = math.nan
+    """Mean over the timed steps; clips/s and the ratio use it."""
+    median_s_per_step: float = math.nan
+    """Median over the timed steps: robust to a few steps slowed by other work on the machine."""
     clips_per_s: float = math.nan
     ratio: float = math.nan
     warmup_s: float = math.nan
@@ -130,6 +135,10 @@ class BenchResult:
     warmup: int
     threads: int
     parameters: int
+    wall_s: float = math.nan
+    """Wall time of the whole run (all modes, warmups included)."""
+    load: tuple[float, float] = (math.nan, math.nan)
+    """1-minute load average before and after the run (other work on the machine skews the ratios)."""
     torch_version: str = torch.__version__
     date: str = field(default_factory=lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
     command: str = field(default_factory=lambda: " ".join(sys.argv))
@@ -163,6 +172,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return math.nan
+
+
 def _one_line(e: BaseException, limit: int = 160) -> str:
     text = f"{type(e).__name__}: {str(e).strip()}"
     line = text.splitlines()[0] if text else type(e).__name__
@@ -187,23 +203,23 @@ def run_mode(
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     autocast_dtype = torch.bfloat16 if mode in ("bf16-autocast", "compile-bf16") else None
     logits_fn = None
-    if mode.startswith("compile"):
-        torch._dynamo.reset()  # each compiled mode starts from a clean cache (no recompile limit carry-over)
-        logits_fn = torch.compile(model.logits)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     try:
+        if mode.startswith("compile"):
+            torch._dynamo.reset()  # each compiled mode starts from a clean cache (no recompile limit carry-over)
+            logits_fn = torch.compile(model.logits)  # compiles lazily: on the first warmup step
         t0 = time.perf_counter()
         for _ in range(warmup):
             train_step(model, opt, run_batch, logits_fn, autocast_dtype)
         _sync(device)
         t1 = time.perf_counter()
-        loss = None
+        loss, step_s = None, []
         for _ in range(steps):
             loss = train_step(model, opt, run_batch, logits_fn, autocast_dtype)
-        _sync(device)
-        t2 = time.perf_counter()
+            _sync(device)  # the model syncs per step anyway (lengths.cpu() for packing)
+            step_s.append(time.perf_counter() - (t1 + sum(step_s)))
     except Exception as e:  # noqa: BLE001 - a failing mode is a result, not a crash
         result.error = _one_line(e)
         return result
@@ -213,7 +229,8 @@ def run_mode(
     result.ok = True
     result.steps = steps
     result.warmup_s = t1 - t0
-    result.seconds_per_step = (t2 - t1) / steps
+    result.seconds_per_step = sum(step_s) / steps
+    result.median_s_per_step = statistics.median(step_s)
     result.clips_per_s = batch.size / result.seconds_per_step
     result.last_loss = float(loss) if loss is not None else math.nan
     if device.type == "cuda":
@@ -233,6 +250,8 @@ def measure(
     if unknown:
         raise ValueError(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     dev = resolve_device(device)
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    start, load_before = time.perf_counter(), _load()
     data = make_batch(batch, seconds, config.n_classes, config.n_mels, seed, dev)
     others = [m for m in dict.fromkeys(modes) if m != BASELINE]
     plan = [(BASELINE, f"{BASELINE} #1")] + [(m, m) for m in others] + [(BASELINE, f"{BASELINE} #2")]
@@ -253,6 +272,7 @@ def measure(
         results=results, baseline_clips_per_s=baseline_clips, device=dev.type, device_name=device_name(dev),
         batch=batch, seconds=seconds, input_shape=tuple(data.x.shape), steps=steps, warmup=warmup,
         threads=torch.get_num_threads(), parameters=sum(p.numel() for p in CRNN(config).parameters()),
+        wall_s=time.perf_counter() - start, load=(load_before, _load()), date=date,
     )
 
 
@@ -266,11 +286,11 @@ def format_report(bench: BenchResult) -> str:
         f"{bench.warmup} warmup + {bench.steps} timed steps per mode",
         f"device: {bench.device} ({bench.device_name}), torch {bench.torch_version}, "
         f"threads {bench.threads}, python {platform.python_version()}",
-        f"date: {bench.date}",
+        f"date: {bench.date}, load average (1 min) {bench.load[0]:.2f} before, {bench.load[1]:.2f} after",
         f"command: {bench.command}",
         "",
     ]
-    head = f"{'mode':18s} {'s/step':>9s} {'clips/s':>9s} {'ratio':>7s} {'warmup s':>9s}"
+    head = f"{'mode':18s} {'s/step':>9s} {'median':>9s} {'clips/s':>9s} {'ratio':>7s} {'warmup s':>9s}"
     if gpu:
         head += f" {'peak MiB':>9s}"
     lines.append(head)
@@ -279,15 +299,16 @@ def format_report(bench: BenchResult) -> str:
         if not r.ok:
             lines.append(f"{r.label:18s} failed: {r.error}")
             continue
-        row = f"{r.label:18s} {r.seconds_per_step:9.4f} {r.clips_per_s:9.2f} {r.ratio:6.2f}x {r.warmup_s:9.2f}"
+        row = f"{r.label:18s} {r.seconds_per_step:9.4f} {r.median_s_per_step:9.4f} {r.clips_per_s:9.2f} {r.ratio:6.2f}x {r.warmup_s:9.2f}"
         if gpu:
             row += f" {r.peak_mem_bytes / 2**20:9.0f}" if r.peak_mem_bytes is not None else f" {'':>9s}"
         lines.append(row)
     lines.append("-" * len(head))
     lines.append(
-        f"{'baseline':18s} {bench.batch / bench.baseline_clips_per_s:9.4f} {bench.baseline_clips_per_s:9.2f} "
+        f"{'baseline':18s} {bench.batch / bench.baseline_clips_per_s:9.4f} {'':9s} {bench.baseline_clips_per_s:9.2f} "
         f"{1.0:6.2f}x  (mean s/step of the two {BASELINE} runs)"
     )
+    lines.append(f"total wall time {bench.wall_s:.0f} s")
     return "\n".join(lines)
 
 

@@ -1,0 +1,168 @@
+"""The configuration of one training run: one frozen dataclass per stage, presets as YAML.
+
+``TrainJobConfig()`` is the report's system; a preset (``ray_tagger/presets/NAME.yaml``)
+overrides some fields, and ``--set section.field=value`` overrides single fields after it.
+The resolved configuration is written into every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .batching import BatchConfig
+from .features import FeatureConfig
+from .mixup import MixupConfig
+from .model import ModelConfig
+from .specaugment import SpecAugmentConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation and schedule of report §3.2 (200k iterations, SWA over the last 50k)."""
+
+    iterations: int = 200_000
+    """Total training iterations."""
+    lr: float = 3e-4
+    """Adam learning rate before ``lr_drop_at``."""
+    lr_drop_at: int = 150_000
+    """Iteration after which the learning rate is ``lr_final``."""
+    lr_final: float = 1e-4
+    """Adam learning rate from ``lr_drop_at`` on."""
+    grad_clip: float = 15.0
+    """Gradient-norm clipping threshold."""
+    swa_start: int = 150_000
+    """SWA snapshots are taken at iterations after this one ..."""
+    swa_every: int = 1_000
+    """... every this many iterations (equal weights)."""
+    bn_refresh_batches: int | None = None
+    """Batches of un-augmented training data for the final BatchNorm refresh (None: all)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The Ray Data training stream (report §3.1: two mixup streams, curated R times as often)."""
+
+    R: int = 4
+    """The curated-only stream is iterated R times as often as the curated+noisy one."""
+    pool_size: int = 32
+    """Clips per mixup pool (one Ray Data batch); partners come from the same stream in it."""
+    shuffle_buffer: int = 256
+    """Local shuffle buffer on each Train worker (examples)."""
+    actors: int = 1
+    """CPU actors per pipeline that decode, mix and compute features."""
+    cpus_per_actor: float = 1.0
+    """CPUs reserved per pipeline actor (or task)."""
+    compute: str = "actors"
+    """'actors': an actor pool per pass (start-up paid once per pass, right for long passes);
+    'tasks': pooled Ray worker processes reused across passes (right for short passes)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Bookkeeping of a run."""
+
+    seed: int = 0
+    """Seed of every random draw of the run (with the run name and content keys)."""
+    log_every: int = 100
+    """Report loss and throughput every this many iterations."""
+    checkpoint_every: int = 5_000
+    """Checkpoint every this many iterations (and at the end)."""
+    validate_every: int = 5_000
+    """Validation lwlrap on the held-out fold every this many iterations (when a fold is held out)."""
+    max_failures: int = 0
+    """Ray Train restarts failed workers this many times (from the last checkpoint)."""
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    """Everything one model's training needs; defaults are the report's."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainJobConfig":
+        return _build(cls, data)
+
+
+def _build(cls, data: dict):
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            value = _build(sub, value or {})
+        elif isinstance(value, list):
+            value = _tuples(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ray_tagger.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> dict:
+    """A preset by name (``paper``, ``demo``, ``tiny``) or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    elif name_or_path in preset_names():
+        text = resources.files("ray_tagger.presets").joinpath(f"{name_or_path}.yaml").read_text()
+    else:
+        raise ValueError(f"unknown preset {name_or_path!r}; known: {', '.join(preset_names())} or a .yaml file")
+    return yaml.safe_load(text) or {}
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``['optim.iterations=300', 'stream.R=8'] -> {'optim': {'iterations': 300}, 'stream': {'R': 8}}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--set expects section.field=value, got {item!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def resolve(preset: str = "paper", overrides: list[str] | None = None, extra: dict | None = None) -> TrainJobConfig:
+    """Report defaults ← preset ← ``extra`` (command-line flags) ← ``--set`` overrides."""
+    data = _merge(TrainJobConfig().to_dict(), load_preset(preset))
+    data = _merge(data, extra or {})
+    data = _merge(data, parse_overrides(overrides or []))
+    return TrainJobConfig.from_dict(data)

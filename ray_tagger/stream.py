@@ -1,0 +1,249 @@
+"""The Ray Data streams of one training run (report §3.1).
+
+    shards ─read_parquet (file order shuffled per pass)→ this worker's clips
+           ─MixFeaturize actors: clips → examples of both streams → decode → mixup per stream
+                                 → log-mel → normalise ─→ the Train worker
+
+Examples of the *curated* stream are the curated clips, R copies each per pass; examples of
+the *mixed* stream are the curated clips once more plus both excerpts of every noisy clip in
+the run's split. A Ray Data batch of ``pool_size`` clips is one mixup pool: partners come
+from the same stream in it, never from the same clip, and the pool's examples leave in a
+shuffled order. Audio travels once per clip (not once per copy) and is decoded once per pool.
+
+Every pass over the data is an *epoch*. The Train worker announces the epoch to an
+:class:`EpochClock` actor before it iterates; the pipeline actors, created afresh for every
+pass, read it, so each pass draws fresh mixup randomness seeded from (seed, run, epoch, pool).
+With ``preserve_order`` the stream is deterministic for a given seed and worker count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from .decode import decode, to_float
+from .features import FeatureConfig
+from .mixup import MixupConfig, mixup
+from .normalization import NormStats
+from .splits import clip_rng, content_key
+
+log = logging.getLogger(__name__)
+
+CLIP_COLUMNS = ["clip_id", "labels", "num_samples", "fold", "cuts", "audio"]
+MODES = ("train", "plain", "val")
+"""train: both mixup streams, mixed; plain: every training example once, unmixed (BatchNorm
+refresh); val: the held-out curated fold, unmixed."""
+
+
+@ray.remote(num_cpus=0)
+class EpochClock:
+    """Holds the epoch a Train worker is about to iterate (one per worker and run)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def get(self) -> int:
+        return self.epoch
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Which examples a pipeline produces, and for whom."""
+
+    shards_dir: str
+    split: int = 0
+    holdout_fold: int | None = None
+    R: int = 4
+    rank: int = 0
+    world: int = 1
+    relabeled: str | None = None
+    """Optional Parquet table (``excerpt_id``, ``labels``) replacing the noisy excerpts' labels;
+    excerpts it does not list, or lists without labels, are dropped."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One example before decoding: a sample range of a clip, its labels and its stream."""
+
+    key: str
+    stream: str
+    clip_id: str
+    start: int
+    stop: int
+    labels: list
+
+
+def shard_meta(shards_dir: str | Path) -> tuple[list[str], NormStats, str]:
+    """Vocabulary, normalisation statistics and audio format of a shards folder."""
+    root = Path(shards_dir)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{root}: no manifest.json; run 'ray-tagger prepare' first")
+    classes = json.loads((root / "vocabulary.json").read_text())["classes"]
+    return classes, NormStats.load(root / "stats.json"), json.loads(manifest.read_text())["audio_format"]
+
+
+def clip_items(row: dict, source: str, spec: StreamSpec, mode: str, relabel: dict | None) -> list[Item]:
+    """The examples one clip row contributes in ``mode`` (see :data:`MODES`)."""
+    clip, n = row["clip_id"], row["num_samples"]
+    held_out = spec.holdout_fold is not None and row["fold"] == spec.holdout_fold
+    if source == "curated":
+        if mode == "val":
+            return [Item(clip, "val", clip, 0, n, row["labels"])] if held_out else []
+        if held_out:
+            return []
+        copies = [("curated", r) for r in range(spec.R)] if mode == "train" else []
+        return [Item(f"{clip}|{s}{r}", s, clip, 0, n, row["labels"]) for s, r in copies + [("mixed", 0)]]
+    if mode == "val":
+        return []
+    cut = row["cuts"][spec.split]
+    items = []
+    for part, (start, stop) in enumerate(((0, cut), (cut, n))):
+        excerpt = f"{clip}#s{spec.split}p{part}"
+        labels = row["labels"] if relabel is None else relabel.get(excerpt)
+        if labels:
+            items.append(Item(excerpt, "mixed", clip, start, stop, list(labels)))
+    return items
+
+
+class MixFeaturize:
+    """Pipeline actor: a pool of clip rows → examples (decoded, mixed, log-mel, normalised).
+
+    Batch in: clip rows (:data:`CLIP_COLUMNS` + ``source``). Batch out: ``key (B,)``,
+    ``features`` B arrays ``(F, N_b)`` float32, ``frames (B,)``, ``targets (B, K)`` float32.
+    """
+
+    def __init__(self, spec: StreamSpec, mode: str, classes: list[str], stats: NormStats, features: FeatureConfig,
+                 mixup_config: MixupConfig, audio_format: str, seed: int, run: str, clock=None):
+        import torch
+
+        from .features import LogMel
+
+        torch.set_num_threads(1)
+        self.spec, self.mode = spec, mode
+        self.index = {c: i for i, c in enumerate(classes)}
+        self.stats, self.mixup_config, self.audio_format = stats, mixup_config, audio_format
+        self.seed, self.run = seed, run
+        self.epoch = ray.get(clock.get.remote()) if clock is not None else 0
+        self.relabel = _relabel_table(spec.relabeled)
+        self.logmel = LogMel(features)
+
+    def __call__(self, batch: pa.Table) -> dict:
+        rows = batch.to_pylist()
+        items = [i for r in rows for i in clip_items(r, r["source"], self.spec, self.mode, self.relabel)]
+        if not items:
+            return {"key": np.array([], dtype=object), "features": np.array([], dtype=object),
+                    "frames": np.array([], np.int64), "targets": np.zeros((0, len(self.index)), np.float32)}
+        audio = {r["clip_id"]: to_float(decode(r["audio"], self.audio_format)) for r in rows}
+        waves = [audio[i.clip_id][i.start: i.stop] for i in items]
+        targets = np.zeros((len(items), len(self.index)), np.float32)
+        for b, item in enumerate(items):
+            targets[b, [self.index[c] for c in item.labels]] = 1.0
+        if self.mode == "train":
+            rng = clip_rng(self.seed, self.run, self.epoch, items[0].key)
+            waves, targets = self._mix(items, waves, targets, rng)
+            order = rng.permutation(len(items))
+            items, waves, targets = [items[i] for i in order], [waves[i] for i in order], targets[order]
+        feats = self._features(waves)
+        out = np.empty(len(feats), dtype=object)
+        out[:] = feats
+        return {"key": np.array([i.key for i in items], dtype=object), "features": out,
+                "frames": np.array([f.shape[1] for f in feats], np.int64), "targets": targets}
+
+    def _mix(self, items, waves, targets, rng):
+        waves, targets = list(waves), targets.copy()
+        for stream in ("curated", "mixed"):
+            idx = [k for k, item in enumerate(items) if item.stream == stream]
+            if idx:
+                mixed, mixed_targets, _ = mixup([waves[k] for k in idx], targets[idx], rng, self.mixup_config,
+                                                groups=[items[k].clip_id for k in idx])
+                for j, k in enumerate(idx):
+                    waves[k], targets[k] = mixed[j], mixed_targets[j]
+        return waves, targets
+
+    def _features(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            return [self.stats.normalize(self.logmel.clip(torch.from_numpy(np.ascontiguousarray(w, np.float32)))).numpy()
+                    for w in waves]
+
+
+def configure_data_context(block_bytes: int = 8 * 1024**2, progress_bars: bool = False) -> None:
+    """Small output blocks, so examples reach the Train worker as soon as a pool is done (the
+    default 128 MiB blocks would hold back a whole pass of the demo set), and optionally no
+    progress bars (training reports its own progress)."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.target_max_block_size = block_bytes
+    ctx.enable_progress_bars = progress_bars
+
+
+def _relabel_table(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["excerpt_id", "labels"])
+    return dict(zip(table.column("excerpt_id").to_pylist(), table.column("labels").to_pylist()))
+
+
+_POOLED: dict = {}
+
+
+def mix_featurize_task(batch: pa.Table, key: tuple, **kwargs) -> dict:
+    """:class:`MixFeaturize` as a Ray Data *task*: one instance per worker process and ``key``
+    (reused across passes, so a new pass starts no process), the epoch read from the clock
+    on every call."""
+    if key not in _POOLED:
+        _POOLED[key] = MixFeaturize(**kwargs)
+    inst = _POOLED[key]
+    if kwargs.get("clock") is not None:
+        inst.epoch = ray.get(kwargs["clock"].get.remote())
+    return inst(batch)
+
+
+def _select(batch: pa.Table, rank: int, world: int) -> pa.Table:
+    """Keep this worker's clips (by a hash of the clip id)."""
+    mine = [content_key(c) % world == rank for c in batch.column("clip_id").to_pylist()]
+    return batch.filter(pa.array(mine, pa.bool_()))
+
+
+def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.data.Dataset:
+    """One pipeline: ``mode='train'`` for worker ``spec.rank`` of ``spec.world``, or 'plain' / 'val'.
+
+    ``config`` is a :class:`~ray_tagger.config.TrainJobConfig`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    classes, stats, audio_format = shard_meta(spec.shards_dir)
+    root = Path(spec.shards_dir) / "audio"
+    sources = ["curated"] if mode == "val" else ["curated", "noisy"]
+    shuffle = ray.data.FileShuffleConfig(seed=content_key(f"{config.run.seed}/{run}/{spec.rank}") % 2**31)
+    ds = ray.data.read_parquet([str(root / f"source={s}") for s in sources], columns=CLIP_COLUMNS + ["source"],
+                               shuffle=shuffle if mode == "train" else None)
+    if spec.world > 1:
+        ds = ds.map_batches(_select, fn_kwargs={"rank": spec.rank, "world": spec.world}, batch_format="pyarrow")
+    kwargs = {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
+              "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
+              "clock": clock}
+    if config.stream.compute == "tasks":
+        return ds.map_batches(mix_featurize_task, fn_kwargs={"key": (run, mode, spec.rank, spec.world), **kwargs},
+                              batch_size=config.stream.pool_size, batch_format="pyarrow",
+                              num_cpus=config.stream.cpus_per_actor)
+    return ds.map_batches(
+        MixFeaturize,
+        fn_constructor_kwargs=kwargs,
+        batch_size=config.stream.pool_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=config.stream.actors if mode == "train" else 1),
+        num_cpus=config.stream.cpus_per_actor,
+    )

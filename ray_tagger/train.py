@@ -1,0 +1,279 @@
+"""``ray-tagger train``: one model, end to end per report §3.2, as a Ray Train run.
+
+Driver: resolves the configuration, builds one Ray Data training stream per Train worker
+(plus the held-out fold and the un-augmented data for the BatchNorm refresh) and fits a
+``TorchTrainer``. Worker loop: batch composer → SpecAugment → CRNN (DDP) → BCE → Adam →
+clip at 15 → learning-rate drop → SWA snapshots → checkpoints; at the end the SWA weights are
+swapped in, BatchNorm statistics refreshed, and the final model reported as a checkpoint.
+
+Batch size: the report's batch of 16 is the *global* batch. With W workers each composes
+batches of 16 / W (W must divide 16) under the same rules, DDP averages the gradients, and so
+one iteration is still one step on 16 examples. The padding rule holds for every worker's
+tensor; the label rule holds within each worker's part of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+import yaml
+
+from . import __version__
+from .batching import BatchComposer, Example, collate
+from .config import TrainJobConfig
+from .loss import bce_loss
+from .metrics import lwlrap
+from .model import CRNN
+from .specaugment import SpecAugment
+from .splits import content_key
+from .stream import EpochClock, StreamSpec, configure_data_context, shard_meta, stream
+from .swa import SWA, refresh_batchnorm
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one run uses the cluster."""
+
+    workers: int = 1
+    """DDP Train workers."""
+    gpus_per_worker: float = 0.0
+    """GPUs per worker; fractions let several runs share one GPU."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker (the data pipeline's actors reserve their own)."""
+
+
+# -- worker -----------------------------------------------------------------------------------
+
+
+def _examples(shard, clock, first_epoch: int, state: dict, seed: int):
+    """Endless examples from this worker's stream; each pass is announced as a new epoch."""
+    epoch = first_epoch
+    while True:
+        ray.get(clock.set.remote(epoch))
+        state["epoch"] = epoch
+        for b in shard.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_buffer_size=state["shuffle"],
+                                    local_shuffle_seed=(seed + epoch) % 2**31):
+            for i in range(len(b["key"])):
+                yield Example(int(b["frames"][i]), frozenset(np.flatnonzero(b["targets"][i]).tolist()),
+                              (b["features"][i], b["targets"][i]))
+        epoch += 1
+
+
+def _plain_batches(shard, batch_size: int, limit: int | None):
+    """Un-augmented examples in length order, ``batch_size`` at a time: ``(x, lengths, y)``."""
+    rows = []
+    for b in shard.iter_batches(batch_size=64, batch_format="numpy"):
+        rows += [(b["features"][i], b["targets"][i]) for i in range(len(b["key"]))]
+    rows.sort(key=lambda r: r[0].shape[1])
+    chunks = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
+    if limit is not None and len(chunks) > limit:
+        pick = np.linspace(0, len(chunks) - 1, limit).round().astype(int)
+        chunks = [chunks[i] for i in pick]
+    return [collate([f for f, _ in c], np.stack([t for _, t in c])) for c in chunks]
+
+
+def predict(model: torch.nn.Module, batches, device) -> tuple[np.ndarray, np.ndarray]:
+    """``[(x, lengths, y)] -> (N, K) scores, (N, K) truth`` in eval mode."""
+    model.eval()
+    scores, truth = [], []
+    with torch.no_grad():
+        for x, lengths, y in batches:
+            scores.append(model(x.to(device), lengths.to(device)).cpu().numpy())
+            truth.append(y.numpy())
+    return np.concatenate(scores), np.concatenate(truth)
+
+
+def _save(path: Path, base, opt, swa, gen, state) -> None:
+    torch.save({"model": base.state_dict(), "optimizer": opt.state_dict(), "swa": swa.state_dict(),
+                "generator": gen.get_state(), "iteration": state["iteration"], "epoch": state["epoch"]}, path)
+
+
+def train_loop(cfg: dict) -> None:
+    """The per-worker loop (see module doc); ``cfg`` is built by :func:`train`."""
+    import ray.train
+    import ray.train.torch
+
+    job = TrainJobConfig.from_dict(cfg["job"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    seed = content_key(f"{job.run.seed}/{cfg['run']}") % 2**31
+    torch.manual_seed(seed)
+    base = CRNN(job.model)
+    model = ray.train.torch.prepare_model(base)
+    opt = torch.optim.Adam(model.parameters(), lr=job.optim.lr)
+    swa = SWA(base)
+    gen = torch.Generator().manual_seed(seed + rank)
+    state = {"iteration": 0, "epoch": -1, "shuffle": job.stream.shuffle_buffer}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            blob = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+        base.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["optimizer"])
+        swa.load_state_dict(blob["swa"])
+        gen.set_state(blob["generator"])
+        state.update(iteration=blob["iteration"], epoch=blob["epoch"])
+    resumed_from = state["iteration"]
+    o, r = job.optim, job.run
+    composer = BatchComposer(dataclasses.replace(job.batch, batch_size=job.batch.batch_size // world))
+    examples = _examples(ray.train.get_dataset_shard(f"train_{rank}"), cfg["clocks"][rank], state["epoch"] + 1, state, seed)
+    augment = SpecAugment(job.specaugment)
+    val = None
+    metrics_path = Path(cfg["run_dir"]) / "metrics.jsonl"
+    window, t0 = [], time.perf_counter()
+
+    def report(metrics: dict, final: bool = False) -> None:
+        nonlocal window, t0
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                _save(Path(tmp) / CHECKPOINT_FILE, base, opt, swa, gen, state)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+            name = "final" if final else f"iter_{state['iteration']:07d}"
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+
+    if state["iteration"] < o.iterations:
+        for batch in composer(examples):
+            it = state["iteration"] + 1
+            lr = o.lr if it <= o.lr_drop_at else o.lr_final
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, lengths, y = collate([e.data[0] for e in batch], np.stack([e.data[1] for e in batch]))
+            x = augment(x, lengths, gen)
+            model.train()
+            loss = bce_loss(model(x.to(device), lengths.to(device), return_logits=True), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            opt.step()
+            state["iteration"] = it
+            window.append(loss.item())
+            if it > o.swa_start and (it - o.swa_start) % o.swa_every == 0:
+                swa.update(base)
+            log_due = it % r.log_every == 0 or it == o.iterations
+            ckpt_due = it % r.checkpoint_every == 0 and it < o.iterations
+            if log_due or ckpt_due:
+                dt = time.perf_counter() - t0
+                metrics = {"iteration": it, "loss": float(np.mean(window)), "lr": lr, "grad_norm": float(grad_norm),
+                           "clips_per_s": len(window) * job.batch.batch_size / dt, "epoch": state["epoch"],
+                           "swa_snapshots": swa.snapshots, "resumed_from": resumed_from, "dropped_examples": composer.stats.dropped,
+                           "time": time.time()}
+                if cfg["holdout"] and rank == 0 and (it % r.validate_every == 0):
+                    val = val or _plain_batches(ray.train.get_dataset_shard("val"), 32, None)
+                    metrics["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
+                report(metrics)
+                if rank == 0:
+                    log.info("iteration %d/%d  loss %.4f  %.1f clips/s%s", it, o.iterations, metrics["loss"], metrics["clips_per_s"],
+                             f"  held-out lwlrap {metrics['val_lwlrap']:.4f}" if "val_lwlrap" in metrics else "")
+                window, t0 = [], time.perf_counter()
+            if it >= o.iterations:
+                break
+    final = {"iteration": state["iteration"], "swa_snapshots": swa.snapshots, "resumed_from": resumed_from,
+             "final": True, "time": time.time()}
+    if rank == 0:
+        if swa.snapshots:
+            swa.copy_to(base)
+        bn = _plain_batches(ray.train.get_dataset_shard("bn"), job.batch.batch_size, o.bn_refresh_batches)
+        final["bn_refresh_batches"] = refresh_batchnorm(base, bn, lambda m, b: m(b[0].to(device), b[1].to(device)))
+        if cfg["holdout"]:
+            val = val or _plain_batches(ray.train.get_dataset_shard("val"), 32, None)
+            final["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
+    report(final, final=True)
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+
+def train(
+    shards_dir: str | Path,
+    run_dir: str | Path,
+    job: TrainJobConfig,
+    split: int = 0,
+    fold: int | None = None,
+    placement: Placement = Placement(),
+    storage_path: str | None = None,
+    relabeled: str | None = None,
+) -> dict:
+    """Train one model into ``run_dir``; re-running the same call resumes or, when complete, returns."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    run_dir = Path(run_dir).resolve()
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        log.info("%s is complete; nothing to train", run_dir)
+        return json.loads(summary_path.read_text())
+    classes, _, _ = shard_meta(shards_dir)
+    job = dataclasses.replace(job, model=dataclasses.replace(job.model, n_classes=len(classes)))
+    if job.batch.batch_size % placement.workers:
+        raise ValueError(f"{placement.workers} workers cannot share a batch of {job.batch.batch_size} equally")
+    resolved = {"ray_tagger_version": __version__, "shards": str(Path(shards_dir).resolve()), "split": split,
+                "fold": fold, "relabeled": relabeled, "placement": dataclasses.asdict(placement), "job": job.to_dict()}
+    _write_or_check_config(run_dir, resolved)
+    run = run_dir.name
+    spec = StreamSpec(str(Path(shards_dir).resolve()), split, fold, job.stream.R, 0, placement.workers, relabeled)
+    configure_data_context()
+    clocks = [EpochClock.remote() for _ in range(placement.workers)]
+    datasets = {f"train_{r}": stream(dataclasses.replace(spec, rank=r), job, "train", run, clocks[r])
+                for r in range(placement.workers)}
+    datasets["bn"] = stream(dataclasses.replace(spec, world=1), job, "plain", run)
+    if fold is not None:
+        datasets["val"] = stream(dataclasses.replace(spec, world=1), job, "val", run)
+    resources = {"CPU": placement.cpus_per_worker}
+    if placement.gpus_per_worker:
+        resources["GPU"] = placement.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"job": job.to_dict(), "run": run, "clocks": clocks, "run_dir": str(run_dir), "holdout": fold is not None},
+        scaling_config=ray.train.ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name="train", storage_path=storage_path or str(run_dir / "checkpoints"),
+            failure_config=ray.train.FailureConfig(max_failures=job.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options=ray.data.ExecutionOptions(preserve_order=True)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        blob = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+    torch.save({"model": blob["model"], "model_config": dataclasses.asdict(job.model), "classes": classes,
+                "features": dataclasses.asdict(job.features)}, run_dir / "model.pt")
+    summary = {"run_dir": str(run_dir), "iterations": blob["iteration"], "swa_snapshots": SWA_count(blob),
+               "final_metrics": result.metrics, "model": str(run_dir / "model.pt")}
+    summary_path.write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def SWA_count(blob: dict) -> int:
+    return int(blob["swa"]["n_averaged"].item())
+
+
+def _write_or_check_config(run_dir: Path, resolved: dict) -> None:
+    path = run_dir / "config.yaml"
+    text = yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False)
+    if path.is_file():
+        if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+            raise ValueError(f"{run_dir} holds a run with another configuration; use a new RUN_DIR")
+        log.info("resuming the run in %s", run_dir)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
