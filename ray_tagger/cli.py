@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,17 +50,29 @@ def _prepare(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .config import resolve
     from .runtime import ensure_ray
-    from .train import Placement, train
+    from .train import Placement, required_cpus, train
 
     job = resolve(args.preset, args.set, extra={"stream": {"R": args.R}} if args.R is not None else None)
     fold = None if args.fold == "none" else int(args.fold)
-    ensure_ray(args.num_cpus)
     placement = Placement(args.workers, args.gpus_per_worker, args.cpus_per_worker)
+    needed = int(required_cpus(job, placement, fold is not None) + 0.999)
+    ensure_ray(args.num_cpus or max(os.cpu_count() or 1, needed))
     summary = train(args.shards_dir, args.run_dir, job, args.split, fold, placement, args.storage_path)
     final = summary["final_metrics"]
     val = f", held-out lwlrap {final['val_lwlrap']:.4f}" if "val_lwlrap" in final else ""
     print(f"trained {summary['iterations']} iterations ({summary['swa_snapshots']} SWA snapshots){val}")
     print(f"model: {summary['model']}; config, metrics and checkpoints in {args.run_dir}")
+    return 0
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .config import resolve
+
+    print(yaml.safe_dump(json.loads(json.dumps(resolve(args.preset, args.set).to_dict())), sort_keys=False), end="")
     return 0
 
 
@@ -83,6 +96,16 @@ def _bench_model(args: argparse.Namespace) -> int:
     from .bench.model import run_bench
 
     print(run_bench(args.steps, args.warmup, args.batch, args.seconds, args.modes, args.device, progress=log.info))
+    return 0
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    from .bench.pipeline import default_ray_cpus, run_bench
+    from .runtime import ensure_ray
+
+    ensure_ray(args.num_cpus if args.num_cpus is not None else default_ray_cpus(args.workers))
+    print(run_bench(args.shards_dir, args.workers, args.passes, args.preset, args.R, args.compute, args.gpu_steps,
+                    progress=log.info))
     return 0
 
 
@@ -125,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cpus-per-worker", type=float, default=1.0)
     t.add_argument("--storage-path", default=None, help="checkpoint storage (local folder, s3://, gs://); default RUN_DIR/checkpoints")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
-    t.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
+    t.add_argument("--num-cpus", type=int, default=None,
+                   help="logical CPUs of a local Ray (default: enough for the run, at least the cores; ignored with RAY_ADDRESS)")
     t.set_defaults(func=_train)
+
+    c = sub.add_parser("show-config", help="print the resolved training configuration of a preset")
+    c.add_argument("--preset", default="paper", help="paper, demo, tiny or a YAML file")
+    c.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    c.set_defaults(func=_show_config)
 
     e = sub.add_parser("evaluate", help="lwlrap of a submission CSV against the truth")
     e.add_argument("scores_csv", help="Kaggle submission format: fname + one column per class")
@@ -152,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
     bm.set_defaults(func=_bench_model)
+    bl = bsub.add_parser("pipeline", help="the Ray Data training stream against a torch DataLoader doing the same work")
+    bl.add_argument("shards_dir")
+    bl.add_argument("--workers", type=int, default=2, help="CPU workers on each side (Ray: stream.actors; DataLoader: num_workers)")
+    bl.add_argument("--passes", type=int, default=2, help="passes over the data per timed run")
+    bl.add_argument("--preset", default="demo", help="paper, demo, tiny or a YAML file")
+    bl.add_argument("--R", type=int, default=4, help="curated oversampling factor")
+    bl.add_argument("--compute", choices=("actors", "tasks"), default="actors", help="stream.compute of the Ray side")
+    bl.add_argument("--gpu-steps", type=int, default=50, help="timed train steps for the GPU busy fraction (CUDA only)")
+    bl.add_argument("--num-cpus", type=int, default=None,
+                    help="CPUs of a local Ray (default: all cores, at least workers + 1; ignored with RAY_ADDRESS)")
+    bl.set_defaults(func=_bench_pipeline)
     return p
 
 

@@ -35,7 +35,7 @@ class NormStats:
 
     def normalize(self, logmel: torch.Tensor) -> torch.Tensor:
         """``(..., F, N) -> (..., F, N)``: subtract the band means, divide by the scalar std."""
-        mean = torch.as_tensor(self.mean, dtype=logmel.dtype, device=logmel.device)
+        mean = torch.tensor(self.mean, dtype=logmel.dtype, device=logmel.device)
         return (logmel - mean[:, None]) / self.std
 
 

@@ -199,10 +199,10 @@ def _relabel_table(path: str | None) -> dict | None:
 _POOLED: dict = {}
 
 
-def mix_featurize_task(batch: pa.Table, key: tuple, **kwargs) -> dict:
+def mix_featurize_task(batch: pa.Table, key: int, **kwargs) -> dict:
     """:class:`MixFeaturize` as a Ray Data *task*: one instance per worker process and ``key``
-    (reused across passes, so a new pass starts no process), the epoch read from the clock
-    on every call."""
+    (a hash of every setting but the clock; reused across passes, so a new pass starts no
+    process), the epoch read from the clock on every call."""
     if key not in _POOLED:
         _POOLED[key] = MixFeaturize(**kwargs)
     inst = _POOLED[key]
@@ -236,7 +236,8 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
               "clock": clock}
     if config.stream.compute == "tasks":
-        return ds.map_batches(mix_featurize_task, fn_kwargs={"key": (run, mode, spec.rank, spec.world), **kwargs},
+        key = content_key(repr((sorted((k, repr(v)) for k, v in kwargs.items() if k != "clock"))))
+        return ds.map_batches(mix_featurize_task, fn_kwargs={"key": key, **kwargs},
                               batch_size=config.stream.pool_size, batch_format="pyarrow",
                               num_cpus=config.stream.cpus_per_actor)
     return ds.map_batches(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -59,13 +58,13 @@ class Placement:
 # -- worker -----------------------------------------------------------------------------------
 
 
-def _examples(shard, clock, first_epoch: int, state: dict, seed: int):
+def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_buffer: int):
     """Endless examples from this worker's stream; each pass is announced as a new epoch."""
     epoch = first_epoch
     while True:
         ray.get(clock.set.remote(epoch))
         state["epoch"] = epoch
-        for b in shard.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_buffer_size=state["shuffle"],
+        for b in shard.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_buffer_size=shuffle_buffer,
                                     local_shuffle_seed=(seed + epoch) % 2**31):
             for i in range(len(b["key"])):
                 yield Example(int(b["frames"][i]), frozenset(np.flatnonzero(b["targets"][i]).tolist()),
@@ -118,7 +117,7 @@ def train_loop(cfg: dict) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=job.optim.lr)
     swa = SWA(base)
     gen = torch.Generator().manual_seed(seed + rank)
-    state = {"iteration": 0, "epoch": -1, "shuffle": job.stream.shuffle_buffer}
+    state = {"iteration": 0, "epoch": -1}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -131,7 +130,8 @@ def train_loop(cfg: dict) -> None:
     resumed_from = state["iteration"]
     o, r = job.optim, job.run
     composer = BatchComposer(dataclasses.replace(job.batch, batch_size=job.batch.batch_size // world))
-    examples = _examples(ray.train.get_dataset_shard(f"train_{rank}"), cfg["clocks"][rank], state["epoch"] + 1, state, seed)
+    examples = _examples(ray.train.get_dataset_shard(f"train_{rank}"), cfg["clocks"][rank], state["epoch"] + 1, state, seed,
+                         job.stream.shuffle_buffer)
     augment = SpecAugment(job.specaugment)
     val = None
     metrics_path = Path(cfg["run_dir"]) / "metrics.jsonl"
@@ -201,6 +201,25 @@ def train_loop(cfg: dict) -> None:
 # -- driver -----------------------------------------------------------------------------------
 
 
+def required_cpus(job: TrainJobConfig, placement: Placement, holdout: bool) -> float:
+    """Logical CPUs one run holds at once: its Train workers, each worker's pipeline actors,
+    the single-actor pipelines for the BatchNorm refresh and the held-out fold, and one CPU
+    for the Parquet reads (without it, actors holding every CPU would starve the reads)."""
+    pipelines = placement.workers * job.stream.actors + 1 + int(holdout)
+    return placement.workers * placement.cpus_per_worker + pipelines * job.stream.cpus_per_actor + 1
+
+
+def check_cpus(needed: float) -> None:
+    """Refuse to start a run the cluster cannot hold (it would wait forever for CPUs)."""
+    have = ray.cluster_resources().get("CPU", 0)
+    if have < needed:
+        raise ValueError(
+            f"this run holds {needed:g} CPUs at once (Train workers + data pipeline actors + reads) but the "
+            f"Ray cluster has {have:g}; add CPUs, lower --workers or stream.actors, or start a local Ray with "
+            f"--num-cpus {int(needed + 0.999)} (logical CPUs may exceed the cores)"
+        )
+
+
 def train(
     shards_dir: str | Path,
     run_dir: str | Path,
@@ -229,6 +248,7 @@ def train(
     _write_or_check_config(run_dir, resolved)
     run = run_dir.name
     spec = StreamSpec(str(Path(shards_dir).resolve()), split, fold, job.stream.R, 0, placement.workers, relabeled)
+    check_cpus(required_cpus(job, placement, fold is not None))
     configure_data_context()
     clocks = [EpochClock.remote() for _ in range(placement.workers)]
     datasets = {f"train_{r}": stream(dataclasses.replace(spec, rank=r), job, "train", run, clocks[r])
@@ -257,14 +277,10 @@ def train(
         blob = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
     torch.save({"model": blob["model"], "model_config": dataclasses.asdict(job.model), "classes": classes,
                 "features": dataclasses.asdict(job.features)}, run_dir / "model.pt")
-    summary = {"run_dir": str(run_dir), "iterations": blob["iteration"], "swa_snapshots": SWA_count(blob),
+    summary = {"run_dir": str(run_dir), "iterations": blob["iteration"], "swa_snapshots": int(blob["swa"]["n_averaged"].item()),
                "final_metrics": result.metrics, "model": str(run_dir / "model.pt")}
     summary_path.write_text(json.dumps(summary, indent=1, default=float))
     return summary
-
-
-def SWA_count(blob: dict) -> int:
-    return int(blob["swa"]["n_averaged"].item())
 
 
 def _write_or_check_config(run_dir: Path, resolved: dict) -> None:

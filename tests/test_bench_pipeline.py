@@ -1,0 +1,121 @@
+"""``ray-tagger bench pipeline``: structure of the result on a tiny shards folder (no timing assertions).
+
+Both sides must deliver exactly the examples the stream's rules imply, counted here
+independently from the shards: every curated clip R + 1 times (R copies + the mixed stream),
+every noisy clip twice (both excerpts of split 0), nothing held out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from ray_tagger.bench import pipeline as bench
+from ray_tagger.cli import build_parser
+from ray_tagger.demo_data import DemoConfig, generate
+from ray_tagger.prepare import PrepareConfig, prepare
+
+R = 4
+
+
+@pytest.fixture(scope="module")
+def shards(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_pipeline")
+    generate(root / "data", DemoConfig(clips=8, seed=0))
+    prepare(root / "data", root / "shards", PrepareConfig())
+    return root / "shards"
+
+
+def _rows(shards, source: str) -> list[dict]:
+    return pq.read_table(shards / "audio" / f"source={source}", columns=["clip_id", "labels"]).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def options_before(ray_session):
+    return ray.data.DataContext.get_current().execution_options
+
+
+@pytest.fixture(scope="module")
+def result(shards, options_before):
+    return bench.measure(shards, workers=1, passes=1, preset="demo", R=R, compute="actors")
+
+
+def test_both_sides_deliver_the_examples_the_rules_imply(shards, result):
+    curated, noisy = _rows(shards, "curated"), _rows(shards, "noisy")
+    assert curated and noisy and all(r["labels"] for r in noisy)  # every noisy excerpt keeps its labels
+    expected = len(curated) * (R + 1) + 2 * len(noisy)
+    for side in (*result.ray_runs, result.loader):
+        assert side.examples_per_pass == (expected,), side.name
+        assert [p.source_clips for p in side.passes] == [len(curated) + len(noisy)]
+    assert result.counts_match and result.examples_per_pass == expected
+    assert (result.workers, result.passes, result.R, result.compute, result.preset) == (1, 1, R, "actors", "demo")
+
+
+def test_rates_are_positive_and_the_ratio_is_recomputable(result):
+    ray1, ray2 = result.ray_runs
+    for side in (ray1, ray2, result.ray, result.loader):
+        for rate in (side.examples_per_s, side.source_clips_per_s, side.audio_s_per_s):
+            assert math.isfinite(rate) and rate > 0, side.name
+        assert math.isfinite(side.first_example_s) and 0 < side.first_example_s <= side.seconds
+    assert result.ray.passes == ray1.passes + ray2.passes
+    pooled = (ray1.examples + ray2.examples) / (ray1.seconds + ray2.seconds)
+    assert result.ray.examples_per_s == pytest.approx(pooled, rel=1e-12)
+    assert result.ratio == pytest.approx(result.ray.examples_per_s / result.loader.examples_per_s, rel=1e-12)
+    for side in (ray1, ray2, result.loader):
+        p = side.passes[0]
+        assert side.examples_per_s == pytest.approx(p.examples / p.seconds, rel=1e-12)
+        assert side.audio_s_per_s == pytest.approx(p.audio_s / p.seconds, rel=1e-12)
+
+
+def test_report_text(result):
+    text = bench.format_report(result)
+    for label in ("Ray Data #1", "Ray Data #2", "Ray Data (mean)", "DataLoader", "ratio Ray/DataLoader",
+                  f"examples per pass: {result.examples_per_pass}", "GPU busy fraction: ", "Ray CPUs", "load average",
+                  "command: ", "date: ", "compute=actors"):
+        assert label in text
+    if result.gpu is None:
+        assert "GPU busy fraction: n/a (no CUDA device)" in text
+
+
+def test_tasks_compute_is_capped_at_n_cpus_and_delivers_the_same_examples(shards, result):
+    tasks = bench.measure(shards, workers=1, passes=1, preset="demo", R=R, compute="tasks")
+    assert tasks.compute == "tasks" and tasks.ray_cpu_limit == 1
+    assert tasks.counts_match and tasks.examples_per_pass == result.examples_per_pass
+    assert "Ray Data CPU limit 1" in bench.format_report(tasks)
+
+
+def test_data_context_is_restored(result, options_before):
+    """The benchmark turns on preserve_order (as training does) only while it runs."""
+    assert ray.data.DataContext.get_current().execution_options is options_before
+
+
+def test_actor_pool_without_a_spare_cpu_is_refused(shards):
+    cpus = int(ray.cluster_resources()["CPU"])
+    with pytest.raises(ValueError, match="needs at least"):
+        bench.measure(shards, workers=cpus, passes=1, compute="actors")
+
+
+def test_source_clip_of_example_keys():
+    assert bench.source_clip("a#b.wav|curated3") == "a#b.wav"
+    assert bench.source_clip("a|b.wav|mixed0") == "a|b.wav"
+    assert bench.source_clip("x.wav#s0p1") == "x.wav"
+    assert bench.default_ray_cpus(64) == 65
+
+
+def test_run_name_differs_with_the_stream_inputs():
+    """compute="tasks" caches MixFeaturize per worker by run name: other settings need another name."""
+    from ray_tagger.config import resolve
+    from ray_tagger.stream import StreamSpec
+
+    spec, config = StreamSpec("s", R=4), resolve("demo")
+    assert bench.run_name(spec, config) == bench.run_name(StreamSpec("s", R=4), resolve("demo"))
+    assert bench.run_name(spec, config) != bench.run_name(StreamSpec("s", R=1), config)
+    assert bench.run_name(spec, config) != bench.run_name(spec, resolve("demo", extra={"stream": {"actors": 3}}))
+
+
+def test_cli_defaults():
+    args = build_parser().parse_args(["bench", "pipeline", "shards"])
+    assert (args.workers, args.passes, args.preset, args.R, args.compute, args.num_cpus) == (2, 2, "demo", 4, "actors", None)

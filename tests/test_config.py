@@ -1,0 +1,64 @@
+"""The paper preset resolves to every constant of the report (DESIGN §2), written into run folders."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ray_tagger.cli import main
+from ray_tagger.config import TrainJobConfig, parse_overrides, preset_names, resolve
+
+# The report's constants, typed in from the report (§1.1, §2.1–2.4, §3.1–3.2).
+REPORT = {
+    "features": {"sample_rate": 44100, "frame_length": 1764, "hop_length": 882, "n_fft": 2048, "n_mels": 128,
+                 "f_min": 50.0, "f_max": 16000.0},
+    "model": {"n_classes": 80, "blocks": [[16, 2, 2], [32, 2, 2], [64, 2, 2], [128, 2, 1], [256, 1, 1]],
+              "conv1d_channels": 256, "conv1d_layers": 3, "gru_hidden": 256, "gru_layers": 2, "fc_hidden": 256},
+    "mixup": {"probability": 2 / 3, "max_partner_ratio": 1.1, "gain_max": 2.0, "max_seconds": 30.0},
+    "specaugment": {"warp": True, "cutoff_scale": 0.5, "alpha_scale": 0.07, "freq_mask_max": 16, "time_mask_max": 70,
+                    "time_mask_fraction": 0.2},
+    "batch": {"batch_size": 16, "max_padding": 0.2},
+    "optim": {"iterations": 200_000, "lr": 3e-4, "lr_drop_at": 150_000, "lr_final": 1e-4, "grad_clip": 15.0,
+              "swa_start": 150_000, "swa_every": 1_000, "bn_refresh_batches": None},
+}
+
+
+def _check(resolved: dict) -> None:
+    for section, values in REPORT.items():
+        for key, expected in values.items():
+            got = resolved[section][key]
+            if isinstance(expected, float):
+                assert got == pytest.approx(expected, rel=1e-12), f"{section}.{key}"
+            else:
+                assert got == expected, f"{section}.{key}"
+
+
+def test_paper_preset_is_the_report():
+    _check(yaml.safe_load(yaml.safe_dump(_lists(resolve("paper").to_dict()))))
+    assert resolve("paper") == TrainJobConfig(), "the code defaults are the report's too"
+
+
+def test_show_config_prints_the_resolved_paper_config(capsys):
+    assert main(["show-config", "--preset", "paper"]) == 0
+    _check(yaml.safe_load(capsys.readouterr().out))
+
+
+def test_presets_and_overrides():
+    assert {"paper", "demo", "tiny"} <= set(preset_names())
+    job = resolve("tiny", ["optim.iterations=12", "stream.R=8", "model.blocks=[[4,1,2],[4,1,2],[4,1,2],[4,1,1],[4,1,1]]"])
+    assert (job.optim.iterations, job.stream.R, job.model.blocks[0]) == (12, 8, (4, 1, 2))
+    assert parse_overrides(["a.b=1.5", "a.c=null"]) == {"a": {"b": 1.5, "c": None}}
+    with pytest.raises(ValueError, match="section.field=value"):
+        parse_overrides(["iterations=3"])
+    with pytest.raises(ValueError, match="unknown OptimConfig field"):
+        resolve("paper", ["optim.iterationz=3"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve("nonesuch")
+
+
+def _lists(x):
+    if isinstance(x, dict):
+        return {k: _lists(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_lists(v) for v in x]
+    return x
