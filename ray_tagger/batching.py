@@ -34,6 +34,8 @@ class BatchConfig:
     """Examples held back while looking for compatible partners."""
     max_deferrals: int = 8
     """A seed that fails this many times is dropped."""
+    label_rule: bool = True
+    """Rule 2 (no label set a subset of another's); off for the un-augmented BatchNorm refresh."""
 
 
 @dataclass
@@ -125,7 +127,7 @@ class BatchComposer:
         window.sort(key=lambda e: abs(math.log(max(e.length, 1) / max(seed.length, 1))))
         batch = [seed]
         for e in window:
-            if all(labels_compatible(e.labels, b.labels) for b in batch):
+            if not self.config.label_rule or all(labels_compatible(e.labels, b.labels) for b in batch):
                 batch.append(e)
                 if len(batch) == self.config.batch_size:
                     break

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from . import __version__
-from .batching import BatchComposer, Example, collate
+from .batching import BatchComposer, BatchConfig, Example, collate
 from .config import TrainJobConfig
 from .loss import bce_loss
 from .metrics import lwlrap
@@ -58,6 +58,13 @@ class Placement:
 # -- worker -----------------------------------------------------------------------------------
 
 
+def _as_examples(b: dict):
+    """A stream batch as :class:`Example` s with data (features ``(F, N)``, targets ``(K,)``)."""
+    for i in range(len(b["key"])):
+        yield Example(int(b["frames"][i]), frozenset(np.flatnonzero(b["targets"][i]).tolist()),
+                      (b["features"][i], b["targets"][i]))
+
+
 def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_buffer: int):
     """Endless examples from this worker's stream; each pass is announced as a new epoch."""
     epoch = first_epoch
@@ -66,23 +73,31 @@ def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_bu
         state["epoch"] = epoch
         for b in shard.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_buffer_size=shuffle_buffer,
                                     local_shuffle_seed=(seed + epoch) % 2**31):
-            for i in range(len(b["key"])):
-                yield Example(int(b["frames"][i]), frozenset(np.flatnonzero(b["targets"][i]).tolist()),
-                              (b["features"][i], b["targets"][i]))
+            yield from _as_examples(b)
         epoch += 1
 
 
-def _plain_batches(shard, batch_size: int, limit: int | None):
-    """Un-augmented examples in length order, ``batch_size`` at a time: ``(x, lengths, y)``."""
-    rows = []
+def _plain_examples(shard):
+    """Un-augmented examples of a plain stream (one pass)."""
     for b in shard.iter_batches(batch_size=64, batch_format="numpy"):
-        rows += [(b["features"][i], b["targets"][i]) for i in range(len(b["key"]))]
-    rows.sort(key=lambda r: r[0].shape[1])
+        yield from _as_examples(b)
+
+
+def _val_batches(shard, batch_size: int = 32) -> list:
+    """The held-out fold in length order, ``[(x, lengths, y)]``; small enough to keep in memory."""
+    rows = sorted(_plain_examples(shard), key=lambda e: e.length)
     chunks = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
-    if limit is not None and len(chunks) > limit:
-        pick = np.linspace(0, len(chunks) - 1, limit).round().astype(int)
-        chunks = [chunks[i] for i in pick]
-    return [collate([f for f, _ in c], np.stack([t for _, t in c])) for c in chunks]
+    return [collate([e.data[0] for e in c], np.stack([e.data[1] for e in c])) for c in chunks]
+
+
+def _bn_batches(shard, batch: BatchConfig, limit: int | None):
+    """Streamed batches of un-augmented training data; the padding rule keeps padding low, the
+    label rule is off (single-label clips of one class would otherwise never share a batch)."""
+    composer = BatchComposer(dataclasses.replace(batch, label_rule=False))
+    for i, examples in enumerate(composer(_plain_examples(shard))):
+        if limit is not None and i >= limit:
+            return
+        yield collate([e.data[0] for e in examples], np.stack([e.data[1] for e in examples]))
 
 
 def predict(model: torch.nn.Module, batches, device) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +153,6 @@ def train_loop(cfg: dict) -> None:
     window, t0 = [], time.perf_counter()
 
     def report(metrics: dict, final: bool = False) -> None:
-        nonlocal window, t0
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -176,7 +190,7 @@ def train_loop(cfg: dict) -> None:
                            "swa_snapshots": swa.snapshots, "resumed_from": resumed_from, "dropped_examples": composer.stats.dropped,
                            "time": time.time()}
                 if cfg["holdout"] and rank == 0 and (it % r.validate_every == 0):
-                    val = val or _plain_batches(ray.train.get_dataset_shard("val"), 32, None)
+                    val = val or _val_batches(ray.train.get_dataset_shard("val"))
                     metrics["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
                 report(metrics)
                 if rank == 0:
@@ -190,10 +204,10 @@ def train_loop(cfg: dict) -> None:
     if rank == 0:
         if swa.snapshots:
             swa.copy_to(base)
-        bn = _plain_batches(ray.train.get_dataset_shard("bn"), job.batch.batch_size, o.bn_refresh_batches)
+        bn = _bn_batches(ray.train.get_dataset_shard("bn"), job.batch, o.bn_refresh_batches)
         final["bn_refresh_batches"] = refresh_batchnorm(base, bn, lambda m, b: m(b[0].to(device), b[1].to(device)))
         if cfg["holdout"]:
-            val = val or _plain_batches(ray.train.get_dataset_shard("val"), 32, None)
+            val = val or _val_batches(ray.train.get_dataset_shard("val"))
             final["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
     report(final, final=True)
 

@@ -41,3 +41,14 @@ def tiny_kaggle(root: Path) -> dict[str, list[tuple[str, str]]]:
     write_csv(root / "train_noisy.csv", [["fname", "labels"]] + [list(r) for r in rows["noisy"]])
     write_csv(root / "sample_submission.csv", [["fname", *CLASSES]] + [[f, *["0"] * len(CLASSES)] for f, _ in rows["test"]])
     return rows
+
+
+def demo_shards(root: Path, clips: int, seed: int = 0) -> Path:
+    """A demo data set in ``root/data`` (test labels beside it) prepared into ``root/shards``;
+    needs a Ray session."""
+    from ray_tagger.demo_data import DemoConfig, generate
+    from ray_tagger.prepare import PrepareConfig, prepare
+
+    generate(root / "data", DemoConfig(clips=clips, seed=seed))
+    prepare(root / "data", root / "shards", PrepareConfig())
+    return root / "shards"

@@ -76,3 +76,10 @@ def test_collate_pads_with_zeros_and_keeps_lengths():
     assert x.shape == (3, 1, 4, 5) and lengths.tolist() == [5, 3, 4]
     assert torch.all(x[1, 0, :, :3] == 2) and torch.all(x[1, 0, :, 3:] == 0)
     assert torch.equal(y, torch.eye(3))
+
+
+def test_without_the_label_rule_equal_label_sets_share_batches():
+    examples = [Example(length=100 + i % 7, labels=frozenset({0}), data=i) for i in range(64)]
+    batches = list(BatchComposer(BatchConfig(buffer_size=32, label_rule=False))(examples))
+    assert len(batches) == 4 and all(len(b) == 16 for b in batches)
+    assert list(BatchComposer(BatchConfig(buffer_size=32))(examples)) == []

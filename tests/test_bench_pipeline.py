@@ -15,18 +15,14 @@ import ray
 
 from ray_tagger.bench import pipeline as bench
 from ray_tagger.cli import build_parser
-from ray_tagger.demo_data import DemoConfig, generate
-from ray_tagger.prepare import PrepareConfig, prepare
+from tests.datasets import demo_shards
 
 R = 4
 
 
 @pytest.fixture(scope="module")
 def shards(ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench_pipeline")
-    generate(root / "data", DemoConfig(clips=8, seed=0))
-    prepare(root / "data", root / "shards", PrepareConfig())
-    return root / "shards"
+    return demo_shards(tmp_path_factory.mktemp("bench_pipeline"), clips=8)
 
 
 def _rows(shards, source: str) -> list[dict]:

@@ -168,11 +168,12 @@ def test_an_interrupted_prepare_leaves_nothing_a_later_stage_reads(demo, tmp_pat
     shards = tmp_path / "shards"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "-m", "ray_tagger", "prepare", str(data), str(shards), "--num-cpus", "2"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(tmp_path / "prepare.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".shards.staging-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    assert proc.poll() is None, "prepare finished before it could be interrupted"
+    assert proc.poll() is None, "prepare ended before it could be interrupted:\n" + (tmp_path / "prepare.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not shards.exists()

@@ -16,19 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_tagger.demo_data import DemoConfig, generate
 from ray_tagger.metrics import lwlrap
-from ray_tagger.prepare import PrepareConfig, prepare
+from tests.datasets import demo_shards
 
 ITERATIONS = 300
 
 
 @pytest.fixture(scope="module")
 def shards(ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    generate(root / "data", DemoConfig(clips=100, seed=0))
-    prepare(root / "data", root / "shards", PrepareConfig())
-    return root / "shards"
+    return demo_shards(tmp_path_factory.mktemp("train"), clips=100)
 
 
 def _cmd(shards: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -241,11 +241,17 @@ def read_pools(shards_dir: str | Path, pool_size: int) -> list[pa.Table]:
     return [rows.slice(i, pool_size) for i in range(0, rows.num_rows, pool_size)]
 
 
+LOADER_START_METHOD = "forkserver"
+"""DataLoader workers start from a clean server process: forked from a parent whose torch
+thread pool already ran, a worker can hang in its first stft (seen in the test suite)."""
+
+
 class PoolDataset:
     """A map-style dataset of pools; item ``i`` is ``MixFeaturize(pool i)``.
 
     ``MixFeaturize`` is built on first use in each DataLoader worker process (never in the
-    parent, so forked workers do not inherit one); ``epoch`` is set by the driver before a pass.
+    parent); ``epoch`` is set by the driver before a pass (the dataset is sent to fresh
+    workers at every pass).
     """
 
     def __init__(self, pools: list[pa.Table], kwargs: dict):
@@ -272,7 +278,7 @@ def loader_run(dataset: PoolDataset, workers: int, passes: int, hop_s: float, fi
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, persistent_workers=False,
-                        collate_fn=_as_is)
+                        collate_fn=_as_is, multiprocessing_context=LOADER_START_METHOD)
     out = []
     for k in range(passes):
         dataset.epoch = first_epoch + k
@@ -419,13 +425,12 @@ def measure(
         ctx.execution_options = saved
     ray_mean = Side("Ray Data (mean)", ray1.passes + ray2.passes)
     counts = set(ray_mean.examples_per_pass + loader.examples_per_pass)
-    import multiprocessing
 
     return PipelineBench(
         shards=str(shards_dir), workers=workers, passes=passes, preset=preset, R=R, compute=compute,
         pool_size=config.stream.pool_size, classes=len(classes), ray_runs=(ray1, ray2), loader=loader, ray=ray_mean,
         ratio=ray_mean.examples_per_s / loader.examples_per_s, counts_match=len(counts) == 1, ray_cpus=ray_cpus,
-        ray_cpu_limit=cpu_limit, loader_start_method=multiprocessing.get_start_method(), gpu=gpu, gpu_note=note,
+        ray_cpu_limit=cpu_limit, loader_start_method=LOADER_START_METHOD, gpu=gpu, gpu_note=note,
         wall_s=time.perf_counter() - start, load=(load_before, _load()),
     )
 
