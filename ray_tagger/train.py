@@ -152,12 +152,13 @@ def train_loop(cfg: dict) -> None:
     metrics_path = Path(cfg["run_dir"]) / "metrics.jsonl"
     window, t0 = [], time.perf_counter()
 
-    def report(metrics: dict, final: bool = False) -> None:
+    def report(metrics: dict, checkpoint: bool, final: bool = False) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                _save(Path(tmp) / CHECKPOINT_FILE, base, opt, swa, gen, state)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                if checkpoint:
+                    _save(Path(tmp) / CHECKPOINT_FILE, base, opt, swa, gen, state)
+                    ckpt = ray.train.Checkpoint.from_directory(tmp)
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(metrics) + "\n")
             name = "final" if final else f"iter_{state['iteration']:07d}"
@@ -192,7 +193,7 @@ def train_loop(cfg: dict) -> None:
                 if cfg["holdout"] and rank == 0 and (it % r.validate_every == 0):
                     val = val or _val_batches(ray.train.get_dataset_shard("val"))
                     metrics["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
-                report(metrics)
+                report(metrics, checkpoint=ckpt_due)
                 if rank == 0:
                     log.info("iteration %d/%d  loss %.4f  %.1f clips/s%s", it, o.iterations, metrics["loss"], metrics["clips_per_s"],
                              f"  held-out lwlrap {metrics['val_lwlrap']:.4f}" if "val_lwlrap" in metrics else "")
@@ -209,7 +210,7 @@ def train_loop(cfg: dict) -> None:
         if cfg["holdout"]:
             val = val or _val_batches(ray.train.get_dataset_shard("val"))
             final["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
-    report(final, final=True)
+    report(final, checkpoint=True, final=True)
 
 
 # -- driver -----------------------------------------------------------------------------------
