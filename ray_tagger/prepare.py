@@ -37,7 +37,7 @@ from .decode import AUDIO_FORMATS, BadAudio, encode, read_source, to_float
 from .features import FeatureConfig
 from .layout import SOURCES, ClipRecord, DataSetIndex, Problem, read_dataset
 from .normalization import StatsAccumulator
-from .splits import assign_folds, noisy_cut
+from .splits import assign_folds, excerpt_id, noisy_cut
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray,
             cut = noisy_cut(r.fname, n, config.seed, s, config.cut_low, config.cut_high)
             for part, (start, stop) in enumerate(((0, cut), (cut, n))):
                 rows.append({
-                    "excerpt_id": f"{r.fname}#s{s}p{part}", "clip_id": r.fname, "split": s, "part": part,
+                    "excerpt_id": excerpt_id(r.fname, s, part), "clip_id": r.fname, "split": s, "part": part,
                     "start": start, "stop": stop, "labels": list(r.labels),
                 })
     pq.write_table(pa.Table.from_pylist(rows, schema=EXCERPT_SCHEMA), staging / "excerpts.parquet")

@@ -28,6 +28,11 @@ def noisy_cut(fname: str, num_samples: int, seed: int, split: int, low: float = 
     return int(np.clip(round(r * num_samples), 1, num_samples - 1))
 
 
+def excerpt_id(clip_id: str, split: int, part: int) -> str:
+    """Name of part 0 (``[0, cut)``) or 1 (``[cut, T)``) of a noisy clip in ``split``."""
+    return f"{clip_id}#s{split}p{part}"
+
+
 def assign_folds(fnames: list[str], folds: int, seed: int) -> dict[str, int]:
     """Partition clips into ``folds`` folds of sizes differing by at most one."""
     order = sorted(fnames, key=lambda f: (clip_rng(seed, "fold", f).random(), f))

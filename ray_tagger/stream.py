@@ -31,7 +31,7 @@ from .decode import decode, to_float
 from .features import FeatureConfig
 from .mixup import MixupConfig, mixup
 from .normalization import NormStats
-from .splits import clip_rng, content_key
+from .splits import clip_rng, content_key, excerpt_id
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def clip_items(row: dict, source: str, spec: StreamSpec, mode: str, relabel: dic
     cut = row["cuts"][spec.split]
     items = []
     for part, (start, stop) in enumerate(((0, cut), (cut, n))):
-        excerpt = f"{clip}#s{spec.split}p{part}"
+        excerpt = excerpt_id(clip, spec.split, part)
         labels = row["labels"] if relabel is None else relabel.get(excerpt)
         if labels:
             items.append(Item(excerpt, "mixed", clip, start, stop, list(labels)))
