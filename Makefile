@@ -17,14 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	@echo "== make demo (1/2): synthesise the demo data set into $(DEMO)/data"
-	@test -f $(DEMO)/data/demo_info.json && echo "$(DEMO)/data exists; keeping it" || $(BIN)/ray-tagger demo-data $(DEMO)/data
-	@echo "== make demo (2/2): prepare Parquet shards into $(DEMO)/shards (a Ray Data job on a local Ray)"
-	$(BIN)/ray-tagger prepare $(DEMO)/data $(DEMO)/shards
-	@echo "== make demo done: demo data in $(DEMO)/data, test labels in $(DEMO)/data-test-labels.csv,"
-	@echo "   shards, statistics and manifest in $(DEMO)/shards."
-	@echo "   Training (relabelling ensemble, final ensembles, predictions) is not built yet;"
-	@echo "   until 'ray-tagger run' exists, make demo stops after data preparation."
+	@echo "== make demo: the whole system on the embedded demo data set, local Ray, preset 'demo'"
+	@echo "   (synthesise data → prepare shards → relabelling ensemble → final ensemble → predict → evaluate)"
+	$(BIN)/ray-tagger run $(DEMO) --preset demo
+	@echo "== make demo done: results, plots and the submission in $(DEMO)/ (results.json, plots/, predictions/)"
 
 test: install
 	$(BIN)/python -m pytest

@@ -57,7 +57,8 @@ def _train(args: argparse.Namespace) -> int:
     placement = Placement(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     needed = int(required_cpus(job, placement, fold is not None) + 0.999)
     ensure_ray(args.num_cpus or max(os.cpu_count() or 1, needed))
-    summary = train(args.shards_dir, args.run_dir, job, args.split, fold, placement, args.storage_path)
+    summary = train(args.shards_dir, args.run_dir, job, args.split, fold, placement, args.storage_path,
+                    str(Path(args.relabeled).resolve()) if args.relabeled else None)
     final = summary["final_metrics"]
     val = f", held-out lwlrap {final['val_lwlrap']:.4f}" if "val_lwlrap" in final else ""
     print(f"trained {summary['iterations']} iterations ({summary['swa_snapshots']} SWA snapshots){val}")
@@ -65,14 +66,122 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _placement(args: argparse.Namespace):
+    from .train import Placement
+
+    return Placement(args.workers, args.gpus_per_run / args.workers, args.cpus_per_worker)
+
+
+def _ensure_ray_for_runs(args: argparse.Namespace, job, n_runs: int, holdout: bool) -> int | None:
+    """Connect to Ray; a local Ray gets logical CPUs for ``--concurrency`` runs (default: as many
+    runs as cores, at least 2, at most ``n_runs``). Returns the concurrency to ask for (None: fit the cluster)."""
+    from .runs import local_cpus
+    from .runtime import ensure_ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        ensure_ray()
+        return args.concurrency
+    concurrency = args.concurrency or min(n_runs, max(2, os.cpu_count() or 1))
+    ensure_ray(args.num_cpus or local_cpus(job, _placement(args), holdout, concurrency))
+    return concurrency
+
+
+def _relabel(args: argparse.Namespace) -> int:
+    from .config import resolve, resolve_system
+    from .relabel import format_changes, relabel
+
+    job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set)
+    n = len(system.relabel_splits) * len(system.relabel_folds)
+    concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
+    summary = relabel(args.shards_dir, args.run_dir, job, system, _placement(args), concurrency, args.actors)
+    print(format_changes(args.run_dir))
+    print(f"relabelled tables: {', '.join(summary['tables'].values())}")
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from .config import resolve, resolve_system
+    from .ensemble import ensemble
+
+    extra = {"system": {k: v for k, v in (("final_R", args.R), ("final_splits", args.splits)) if v is not None}}
+    job, system = resolve(args.preset, args.set, extra), resolve_system(args.preset, args.set, extra)
+    concurrency = _ensure_ray_for_runs(args, job, len(system.final_R) * len(system.final_splits), holdout=False)
+    info = ensemble(args.shards_dir, args.run_dir, args.relabeled, job, system, _placement(args), concurrency)
+    print(f"ensemble of {len(info['members'])} models in {args.run_dir}: " + ", ".join(r["name"] for r in info["runs"]))
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+    from .runtime import ensure_ray
+
+    ensure_ray(args.num_cpus)
+    done = predict(args.run_dir, args.inputs, args.out, args.actors)
+    print(f"{done['rows']} rows × {done['classes']} classes (mean of {done['members']} models) → {done['out']}")
+    return 0
+
+
+def _tag(args: argparse.Namespace) -> int:
+    from .predict import tag
+
+    for path, top in tag(args.run_dir, args.files, args.top):
+        print(f"{path}: " + ", ".join(f"{c} {s:.3f}" for c, s in top))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import resolve, resolve_system
+    from .pipeline import run
+
+    job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set)
+    n = max(len(system.relabel_splits) * len(system.relabel_folds), len(system.final_R) * len(system.final_splits))
+    concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
+    run(args.data_dir, args.run_dir, job, system, args.preset, _placement(args), concurrency, args.demo_clips)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .config import resolve
+    from .sweep import format_sweep, sweep
+
+    job = resolve(args.preset, args.set)
+    concurrency = _ensure_ray_for_runs(args, job, args.samples, holdout=True)
+    result = sweep(args.shards_dir, args.run_dir, job, args.preset, args.samples, _placement(args), concurrency,
+                   args.grace, args.seed)
+    print(format_sweep(result))
+    print(f"best configuration written as a preset: {result['preset']} (use it with ensemble/run --preset)")
+    return 0
+
+
+def _runs_options(p: argparse.ArgumentParser, preset: str = "paper") -> None:
+    """Options shared by the commands that train many runs at once."""
+    p.add_argument("--preset", default=preset, help="paper, demo, tiny or a YAML file (its system: section picks the runs)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="runs at once (default: on a cluster as many as fit, locally max(2, cores))")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per run; fractions share a GPU (e.g. 0.25)")
+    p.add_argument("--workers", type=int, default=1, help="DDP workers per run")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="logical CPUs of a local Ray (default: enough for --concurrency runs; ignored with RAY_ADDRESS)")
+
+
 def _show_config(args: argparse.Namespace) -> int:
     import json
 
     import yaml
 
-    from .config import resolve
+    from .config import resolve, resolve_system
 
-    print(yaml.safe_dump(json.loads(json.dumps(resolve(args.preset, args.set).to_dict())), sort_keys=False), end="")
+    data = {**resolve(args.preset, args.set).to_dict(), "system": resolve_system(args.preset, args.set).to_dict()}
+    print(yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False), end="")
     return 0
 
 
@@ -147,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gpus-per-worker", type=float, default=0.0, help="may be fractional")
     t.add_argument("--cpus-per-worker", type=float, default=1.0)
     t.add_argument("--storage-path", default=None, help="checkpoint storage (local folder, s3://, gs://); default RUN_DIR/checkpoints")
+    t.add_argument("--relabeled", default=None,
+                   help="a relabelled excerpt table (relabel's relabeled/split_S.parquet) in place of the provided noisy labels")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
     t.add_argument("--num-cpus", type=int, default=None,
                    help="logical CPUs of a local Ray (default: enough for the run, at least the cores; ignored with RAY_ADDRESS)")
@@ -156,6 +267,52 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--preset", default="paper", help="paper, demo, tiny or a YAML file")
     c.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     c.set_defaults(func=_show_config)
+
+    rl = sub.add_parser("relabel", help="train splits × folds models concurrently (Tune), relabel the noisy excerpts")
+    rl.add_argument("shards_dir")
+    rl.add_argument("run_dir", help="runs, relabelled tables, thresholds and changes; re-run to resume")
+    _runs_options(rl)
+    rl.add_argument("--actors", type=int, default=1, help="Ray Data actors scoring the noisy excerpts")
+    rl.set_defaults(func=_relabel)
+
+    en = sub.add_parser("ensemble", help="train the final models concurrently on the relabelled splits")
+    en.add_argument("shards_dir")
+    en.add_argument("run_dir")
+    en.add_argument("--relabeled", required=True, help="the output folder of 'ray-tagger relabel'")
+    en.add_argument("--R", type=_int_list, default=None, help="curated oversampling factors, e.g. 2,4 (default: the preset's)")
+    en.add_argument("--splits", type=_int_list, default=None, help="relabelled splits, e.g. 0,1,2 (default: the preset's)")
+    _runs_options(en)
+    en.set_defaults(func=_ensemble)
+
+    pd_ = sub.add_parser("predict", help="ensemble-averaged scores in the Kaggle submission format")
+    pd_.add_argument("run_dir", help="an ensemble folder, a training run folder or a 'run' folder")
+    pd_.add_argument("inputs", nargs="+", help="a shards folder (its test clips), audio folders, audio files or .txt lists")
+    pd_.add_argument("--out", required=True, help="submission CSV to write")
+    pd_.add_argument("--actors", type=int, default=1, help="Ray Data scoring actors")
+    pd_.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
+    pd_.set_defaults(func=_predict)
+
+    tg = sub.add_parser("tag", help="print the top tags of audio files (any rate, any channels)")
+    tg.add_argument("run_dir")
+    tg.add_argument("files", nargs="+")
+    tg.add_argument("--top", type=int, default=5)
+    tg.set_defaults(func=_tag)
+
+    rn = sub.add_parser("run", help="the whole system: [demo data] → prepare → relabel → ensemble → predict → evaluate")
+    rn.add_argument("data_dir", nargs="?", default=None, help="Kaggle or Zenodo data set (default: generate the demo set)")
+    rn.add_argument("run_dir")
+    _runs_options(rn, preset="demo")
+    rn.add_argument("--demo-clips", type=int, default=100, help="curated clips of the generated demo set")
+    rn.set_defaults(func=_run)
+
+    sw = sub.add_parser("sweep", help="Ray Tune with ASHA over R and the augmentation strength")
+    sw.add_argument("shards_dir")
+    sw.add_argument("run_dir")
+    sw.add_argument("--samples", type=int, default=8, help="trials (R is cycled through 1, 2, 4, 8)")
+    sw.add_argument("--grace", type=int, default=None, help="ASHA grace period in iterations (default: a quarter of the run)")
+    sw.add_argument("--seed", type=int, default=0, help="seed of the strength draws")
+    _runs_options(sw, preset="demo")
+    sw.set_defaults(func=_sweep)
 
     e = sub.add_parser("evaluate", help="lwlrap of a submission CSV against the truth")
     e.add_argument("scores_csv", help="Kaggle submission format: fname + one column per class")
@@ -205,10 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     from .prepare import BadInputError
     from .layout import LayoutError
     from .evaluate import EvaluationError
+    from .runs import RunsFailedError
 
     try:
         return args.func(args)
-    except (BadInputError, LayoutError, EvaluationError, FileExistsError, ValueError) as e:
+    except (BadInputError, LayoutError, EvaluationError, FileExistsError, ValueError, RunsFailedError) as e:
         print(f"ray-tagger {args.command}: error: {e}", file=sys.stderr)
         return 1
     except FileNotFoundError as e:

@@ -80,6 +80,32 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class SystemConfig:
+    """The report's full system (§4.1, §4.2): which models the relabelling and final ensembles train.
+
+    Lives in a preset's ``system:`` section, beside the per-model sections of :class:`TrainJobConfig`.
+    """
+
+    relabel_R: int = 8
+    """Curated oversampling factor of the relabelling models."""
+    relabel_splits: tuple[int, ...] = (0, 1, 2)
+    """Noisy-clip splits the relabelling models train on (one model per split and fold)."""
+    relabel_folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Curated folds held out, one relabelling model each (per split)."""
+    final_R: tuple[int, ...] = (2, 4)
+    """Curated oversampling factors of the final models (one model per R and split)."""
+    final_splits: tuple[int, ...] = (0, 1, 2)
+    """Relabelled splits the final models train on."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SystemConfig":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
 class TrainJobConfig:
     """Everything one model's training needs; defaults are the report's."""
 
@@ -160,9 +186,19 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _layered(preset: str, overrides: list[str] | None, extra: dict | None) -> dict:
+    data = _merge({**TrainJobConfig().to_dict(), "system": SystemConfig().to_dict()}, load_preset(preset))
+    data = _merge(data, extra or {})
+    return _merge(data, parse_overrides(overrides or []))
+
+
 def resolve(preset: str = "paper", overrides: list[str] | None = None, extra: dict | None = None) -> TrainJobConfig:
     """Report defaults ← preset ← ``extra`` (command-line flags) ← ``--set`` overrides."""
-    data = _merge(TrainJobConfig().to_dict(), load_preset(preset))
-    data = _merge(data, extra or {})
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _layered(preset, overrides, extra)
+    data.pop("system")
     return TrainJobConfig.from_dict(data)
+
+
+def resolve_system(preset: str = "paper", overrides: list[str] | None = None, extra: dict | None = None) -> SystemConfig:
+    """The ``system`` section, layered like :func:`resolve` (``--set system.final_R=[4]``)."""
+    return SystemConfig.from_dict(_layered(preset, overrides, extra)["system"])

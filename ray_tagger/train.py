@@ -34,7 +34,7 @@ from .loss import bce_loss
 from .metrics import lwlrap
 from .model import CRNN
 from .specaugment import SpecAugment
-from .splits import content_key
+from .splits import content_key, excerpt_id
 from .stream import EpochClock, StreamSpec, configure_data_context, shard_meta, stream
 from .swa import SWA, refresh_batchnorm
 
@@ -244,8 +244,13 @@ def train(
     placement: Placement = Placement(),
     storage_path: str | None = None,
     relabeled: str | None = None,
+    callbacks: list | None = None,
 ) -> dict:
-    """Train one model into ``run_dir``; re-running the same call resumes or, when complete, returns."""
+    """Train one model into ``run_dir``; re-running the same call resumes or, when complete, returns.
+
+    ``callbacks`` are Ray Train callbacks (e.g. Tune's ``TuneReportCallback`` when the run is a
+    Tune trial). The summary records the wall-clock start and end of this call.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -254,10 +259,13 @@ def train(
     if summary_path.is_file():
         log.info("%s is complete; nothing to train", run_dir)
         return json.loads(summary_path.read_text())
-    classes, _, _ = shard_meta(shards_dir)
+    started = time.time()
+    classes, stats, _ = shard_meta(shards_dir)
     job = dataclasses.replace(job, model=dataclasses.replace(job.model, n_classes=len(classes)))
     if job.batch.batch_size % placement.workers:
         raise ValueError(f"{placement.workers} workers cannot share a batch of {job.batch.batch_size} equally")
+    if relabeled is not None:
+        _check_relabeled(relabeled, split)
     resolved = {"ray_tagger_version": __version__, "shards": str(Path(shards_dir).resolve()), "split": split,
                 "fold": fold, "relabeled": relabeled, "placement": dataclasses.asdict(placement), "job": job.to_dict()}
     _write_or_check_config(run_dir, resolved)
@@ -283,6 +291,7 @@ def train(
             name="train", storage_path=storage_path or str(run_dir / "checkpoints"),
             failure_config=ray.train.FailureConfig(max_failures=job.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options=ray.data.ExecutionOptions(preserve_order=True)),
@@ -291,11 +300,24 @@ def train(
     with result.checkpoint.as_directory() as d:
         blob = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
     torch.save({"model": blob["model"], "model_config": dataclasses.asdict(job.model), "classes": classes,
-                "features": dataclasses.asdict(job.features)}, run_dir / "model.pt")
+                "features": dataclasses.asdict(job.features), "stats": stats.to_json(), "run": run,
+                "split": split, "fold": fold, "R": job.stream.R}, run_dir / "model.pt")
     summary = {"run_dir": str(run_dir), "iterations": blob["iteration"], "swa_snapshots": int(blob["swa"]["n_averaged"].item()),
-               "final_metrics": result.metrics, "model": str(run_dir / "model.pt")}
+               "final_metrics": result.metrics, "model": str(run_dir / "model.pt"), "started": started, "finished": time.time()}
     summary_path.write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _check_relabeled(path: str, split: int) -> None:
+    """A relabelled table must list excerpts of the run's split (else every noisy excerpt would be dropped)."""
+    import pyarrow.parquet as pq
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no relabelled table {path}")
+    ids = pq.read_table(path, columns=["excerpt_id"]).column("excerpt_id").to_pylist()
+    suffixes = (excerpt_id("", split, 0), excerpt_id("", split, 1))
+    if not any(excerpt.endswith(suffixes) for excerpt in ids):
+        raise ValueError(f"{path} lists no excerpt of split {split}; use the table of that split (relabeled/split_{split}.parquet)")
 
 
 def _write_or_check_config(run_dir: Path, resolved: dict) -> None:

@@ -23,6 +23,11 @@ REPORT = {
 }
 
 
+# §4.1 and §4.2: 3 splits × 5 folds relabelling models with R = 8; final models R ∈ {2, 4} on 3 splits.
+REPORT_SYSTEM = {"relabel_R": 8, "relabel_splits": [0, 1, 2], "relabel_folds": [0, 1, 2, 3, 4], "final_R": [2, 4],
+                 "final_splits": [0, 1, 2]}
+
+
 def _check(resolved: dict) -> None:
     for section, values in REPORT.items():
         for key, expected in values.items():
@@ -40,7 +45,9 @@ def test_paper_preset_is_the_report():
 
 def test_show_config_prints_the_resolved_paper_config(capsys):
     assert main(["show-config", "--preset", "paper"]) == 0
-    _check(yaml.safe_load(capsys.readouterr().out))
+    shown = yaml.safe_load(capsys.readouterr().out)
+    _check(shown)
+    assert shown["system"] == REPORT_SYSTEM
 
 
 def test_presets_and_overrides():

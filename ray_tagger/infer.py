@@ -1,0 +1,185 @@
+"""Batch inference of an ensemble with Ray Data actors: audio → log-mel → every member's scores.
+
+Inputs (``kind``):
+
+- ``excerpts``: noisy clip rows of a shards folder; each clip gives its two excerpts of every
+  split (the relabelling data, report §4.1); keys are :func:`~ray_tagger.splits.excerpt_id` s.
+- ``clips``: clip rows of a shards folder (e.g. ``source=test``); keys are clip ids.
+- ``files``: rows with a ``path`` to an audio file of any sample rate and channel count
+  (downmixed, resampled to the model's rate with torchaudio); keys are file names.
+
+An ensemble member is a ``model.pt`` written by ``train`` (weights, model and feature
+configuration, class list, normalisation statistics). Members must agree on everything but the
+weights. Output per key: ``(M, K)`` scores, one row per member, averaged by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from .batching import collate
+from .decode import decode, to_float
+from .features import FeatureConfig
+from .model import CRNN, ModelConfig
+from .normalization import NormStats
+from .splits import excerpt_id
+
+log = logging.getLogger(__name__)
+
+KINDS = ("excerpts", "clips", "files")
+BATCH = 16
+
+
+def member_paths(run_dir: str | Path) -> list[Path]:
+    """The ``model.pt`` files of a run folder: an ensemble (``ensemble.json``), one training run,
+    or a ``ray-tagger run`` folder (its final ensemble)."""
+    root = Path(run_dir)
+    for candidate in (root / "ensemble.json", root / "final" / "ensemble.json"):
+        if candidate.is_file():
+            members = json.loads(candidate.read_text())["members"]
+            return [candidate.parent / m for m in members]
+    if (root / "model.pt").is_file():
+        return [root / "model.pt"]
+    raise FileNotFoundError(f"{root}: no ensemble.json, final/ensemble.json or model.pt; is it a run folder?")
+
+
+def load_member(path: str | Path) -> tuple[CRNN, dict]:
+    """A trained model in eval mode and its metadata (classes, features, stats, run)."""
+    import torch
+
+    blob = torch.load(path, weights_only=False, map_location="cpu")
+    config = ModelConfig(**{k: tuple(map(tuple, v)) if k == "blocks" else v for k, v in blob["model_config"].items()})
+    model = CRNN(config)
+    model.load_state_dict(blob["model"])
+    model.eval()
+    return model, blob
+
+
+def check_members(metas: list[dict]) -> None:
+    """Members must share classes, features and statistics (else their scores do not average)."""
+    first = metas[0]
+    for m in metas[1:]:
+        for key in ("classes", "features", "stats"):
+            if m[key] != first[key]:
+                raise ValueError(f"ensemble members disagree on {key}: run {first.get('run')} vs {m.get('run')}")
+
+
+def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Any audio file soundfile reads → mono float32 ``(T,)`` at ``sample_rate`` (torchaudio resampling)."""
+    import soundfile as sf
+    import torch
+    import torchaudio
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types; the message is what matters
+        raise ValueError(f"{path}: cannot read audio ({e})") from None
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: no samples")
+    mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    if sr != sample_rate:
+        mono = torchaudio.functional.resample(mono, sr, sample_rate)
+    return mono.numpy()
+
+
+class EnsembleScorer:
+    """Scores waves with every member. ``__call__``: a batch of input rows (see module doc) →
+    ``key (B',)``, ``scores (B', M, K)`` float32 (B' = examples, two per split for excerpts)."""
+
+    def __init__(self, members: list[str], kind: str, audio_format: str | None = None, splits: list[int] | None = None):
+        import torch
+
+        from .features import LogMel
+
+        torch.set_num_threads(1)
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        loaded = [load_member(p) for p in members]
+        check_members([m for _, m in loaded])
+        self.models = [m for m, _ in loaded]
+        meta = loaded[0][1]
+        self.features = FeatureConfig(**meta["features"])
+        self.stats = NormStats.from_json(meta["stats"])
+        self.logmel = LogMel(self.features)
+        self.kind, self.audio_format, self.splits = kind, audio_format, splits or []
+
+    def _waves(self, rows: list[dict]) -> tuple[list[str], list[np.ndarray]]:
+        keys, waves = [], []
+        for r in rows:
+            if self.kind == "files":
+                keys.append(Path(r["path"]).name)
+                waves.append(read_audio(r["path"], self.features.sample_rate))
+                continue
+            audio = to_float(decode(r["audio"], self.audio_format))
+            if self.kind == "clips":
+                keys.append(r["clip_id"])
+                waves.append(audio)
+                continue
+            for split in self.splits:
+                cut = r["cuts"][split]
+                for part, (start, stop) in enumerate(((0, cut), (cut, len(audio)))):
+                    keys.append(excerpt_id(r["clip_id"], split, part))
+                    waves.append(audio[start:stop])
+        return keys, waves
+
+    def scores(self, waves: list[np.ndarray]) -> np.ndarray:
+        """``B waves (T_b,) -> (B, M, K)`` eval-mode scores, computed in length-sorted batches."""
+        import torch
+
+        with torch.no_grad():
+            feats = [self.stats.normalize(self.logmel.clip(torch.from_numpy(np.ascontiguousarray(w, np.float32)))).numpy()
+                     for w in waves]
+            out = np.zeros((len(feats), len(self.models), self.models[0].config.n_classes), np.float32)
+            order = np.argsort([f.shape[1] for f in feats], kind="stable")
+            for i in range(0, len(order), BATCH):
+                idx = order[i: i + BATCH]
+                x, lengths, _ = collate([feats[j] for j in idx], np.zeros((len(idx), 1), np.float32))
+                for m, model in enumerate(self.models):
+                    out[idx, m] = model(x, lengths).numpy()
+        return out
+
+    def __call__(self, batch: pa.Table) -> dict:
+        keys, waves = self._waves(batch.to_pylist())
+        return {"key": np.array(keys, dtype=object), "scores": self.scores(waves)}
+
+
+def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_format: str | None = None,
+          splits: list[int] | None = None, actors: int = 1, rows_per_batch: int = 8) -> tuple[list[str], np.ndarray]:
+    """Run :class:`EnsembleScorer` over ``ds`` on an actor pool; ``-> keys, (N, M, K)`` scores."""
+    scored = ds.map_batches(
+        EnsembleScorer,
+        fn_constructor_kwargs={"members": [str(Path(p).resolve()) for p in members], "kind": kind,
+                               "audio_format": audio_format, "splits": splits},
+        batch_size=rows_per_batch, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+    )
+    keys, scores = [], []
+    for b in scored.iter_batches(batch_size=256, batch_format="numpy"):
+        keys.extend(b["key"].tolist())
+        scores.append(b["scores"])
+    if not keys:
+        raise ValueError("nothing to score: the input has no rows")
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate input names: two inputs share a file name")
+    return keys, np.concatenate(scores)
+
+
+def shard_rows(shards_dir: str | Path, source: str) -> ray.data.Dataset:
+    """The clip rows of one source of a shards folder (for ``clips`` and ``excerpts``)."""
+    path = Path(shards_dir) / "audio" / f"source={source}"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{shards_dir}: no {source} shards")
+    return ray.data.read_parquet(str(path), columns=["clip_id", "num_samples", "cuts", "audio"])
+
+
+def file_rows(paths: list[str | Path]) -> ray.data.Dataset:
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such audio file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return ray.data.from_items([{"path": str(Path(p).resolve())} for p in paths])

@@ -1,0 +1,136 @@
+"""``ray-tagger run``: the whole system, each stage skipped when its outputs are complete.
+
+    [demo data] → prepare → relabel → ensemble → predict → evaluate + plots
+
+RUN_DIR holds ``demo-data/`` (without DATA_DIR), ``shards/``, ``relabel/``, ``final/``,
+``predictions/`` (``submission.csv``, ``test_scores.npz`` with every member's scores),
+``results.json``, ``plots/`` and ``run.json`` (the inputs and the preset). An interrupted run
+resumes: prepare is idempotent, finished training runs are not retrained, unfinished ones
+resume from their checkpoints, and later stages redo only what they have not written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from . import __version__
+from .config import SystemConfig, TrainJobConfig
+from .train import Placement
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "prepare", "relabel", "ensemble", "predict", "evaluate")
+
+
+def _stage(i: int, text: str) -> None:
+    log.info("== stage %d/%d: %s", i, len(STAGES), text)
+
+
+def test_truth(shards_dir: Path, data_dir: Path, classes: list[str], fnames: list[str]) -> np.ndarray | None:
+    """``(N, K)`` test truth in ``fnames`` order: the labels in the test shards (Zenodo layout), else a
+    ``DATA_DIR-test-labels.csv`` beside the data set (the demo set), else None."""
+    from .evaluate import read_truth
+
+    table = pq.read_table(shards_dir / "audio" / "source=test", columns=["clip_id", "labels"]).to_pylist()
+    truth = {r["clip_id"]: list(r["labels"]) for r in table}
+    if not any(truth.values()):
+        csv = data_dir.parent / f"{data_dir.name}-test-labels.csv"
+        if not csv.is_file():
+            return None
+        truth = read_truth(csv)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(fnames), len(classes)))
+    for n, f in enumerate(fnames):
+        y[n, [index[c] for c in truth.get(f, [])]] = 1
+    return y
+
+
+def run(
+    data_dir: str | Path | None,
+    run_dir: str | Path,
+    job: TrainJobConfig,
+    system: SystemConfig,
+    preset: str,
+    placement: Placement = Placement(),
+    concurrency: int | None = None,
+    demo_clips: int = 100,
+) -> dict:
+    """Run (or resume) the whole system into ``run_dir``; returns ``results.json``'s content (or the
+    prediction summary when the test clips have no labels)."""
+    from .demo_data import DemoConfig, generate
+    from .ensemble import ensemble
+    from .predict import predict_scores, write_submission
+    from .prepare import PrepareConfig, prepare
+    from .relabel import format_changes, relabel
+    from .report import format_table, plot_per_class, plot_relabel_changes, plot_training_curves, results_table
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    _stage(1, "data")
+    if data_dir is None:
+        data_dir = run_dir / "demo-data"
+        if (data_dir / "demo_info.json").is_file():
+            log.info("demo data set exists in %s", data_dir)
+        else:
+            generate(data_dir, DemoConfig(clips=demo_clips))
+    data_dir = Path(data_dir).resolve()
+    _write_or_check(run_dir / "run.json", {"data_dir": str(data_dir), "preset": preset, "job": job.to_dict(),
+                                           "system": system.to_dict(), "ray_tagger_version": __version__})
+    shards = run_dir / "shards"
+    _stage(2, f"prepare {data_dir} → {shards}")
+    splits = max(system.relabel_splits + system.final_splits) + 1
+    folds = max(max(system.relabel_folds) + 1, 2)
+    manifest = prepare(data_dir, shards, PrepareConfig(splits=max(splits, 3), folds=max(folds, 5)))
+    log.info("shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
+    _stage(3, f"relabel ({len(system.relabel_splits)} splits × {len(system.relabel_folds)} folds, R={system.relabel_R})")
+    relabel(shards, run_dir / "relabel", job, system, placement, concurrency)
+    print(format_changes(run_dir / "relabel"), flush=True)
+    _stage(4, f"final ensemble (R ∈ {list(system.final_R)} × splits {list(system.final_splits)})")
+    info = ensemble(shards, run_dir / "final", run_dir / "relabel", job, system, placement, concurrency)
+    _stage(5, "predict the test clips")
+    pred = run_dir / "predictions"
+    npz = pred / "test_scores.npz"
+    if npz.is_file():
+        log.info("%s exists; not predicting again", npz)
+        saved = np.load(npz, allow_pickle=False)
+        fnames, scores, classes = saved["fnames"].tolist(), saved["scores"], saved["classes"].tolist()
+    else:
+        fnames, scores, classes, _ = predict_scores(run_dir / "final", [shards])
+        write_submission(pred / "submission.csv", fnames, scores.mean(axis=1), classes)
+        np.savez(npz, fnames=np.array(fnames), scores=scores, classes=np.array(classes))
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    plot_training_curves({"relabel": run_dir / "relabel", "final": run_dir / "final"}, plots / "training_curves.png")
+    plot_relabel_changes(run_dir / "relabel", plots / "relabel_changes.png")
+    _stage(6, "evaluate")
+    truth = test_truth(shards, data_dir, classes, fnames)
+    if truth is None:
+        log.info("the test clips have no labels: submission in %s, nothing to evaluate", pred / "submission.csv")
+        return {"submission": str(pred / "submission.csv")}
+    from .metrics import lwlrap
+
+    rows = results_table(truth, scores, info["runs"])
+    overall, per_class_arr = lwlrap(truth, scores.mean(1))
+    per_class = dict(zip(classes, map(float, per_class_arr)))
+    plot_per_class(per_class, dict(zip(classes, truth.sum(0).astype(int).tolist())), plots / "per_class_lwlrap.png",
+                   f"final ensemble ({scores.shape[1]} models): test lwlrap {overall:.3f}")
+    results = {"table": rows, "per_class": per_class, "test_clips": int((truth.sum(1) > 0).sum()),
+               "submission": str(pred / "submission.csv"), "plots": sorted(str(p) for p in plots.glob("*.png")),
+               "wall_s_this_call": time.time() - t0}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    print(format_table(rows), flush=True)
+    return results
+
+
+def _write_or_check(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=1, sort_keys=True)
+    if path.is_file() and json.loads(path.read_text()) != json.loads(text):
+        raise ValueError(f"{path.parent} holds a run with other inputs or settings; use a new RUN_DIR")
+    path.write_text(text)

@@ -1,0 +1,89 @@
+"""``ray-tagger predict`` and ``ray-tagger tag``: an ensemble's averaged scores for new audio.
+
+``predict`` takes the test clips of a shards folder, a folder of audio files, audio files, or
+a ``.txt`` list of audio paths, scores them with Ray Data actors (:mod:`ray_tagger.infer`) and
+writes a Kaggle submission (``fname`` + one column per class, in the vocabulary's order).
+``tag`` scores a few files in this process and returns their top classes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .infer import EnsembleScorer, file_rows, load_member, member_paths, read_audio, score, shard_rows
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+
+
+def _classes(members: list[Path]) -> list[str]:
+    return load_member(members[0])[1]["classes"]
+
+
+def resolve_inputs(inputs: list[str | Path]) -> tuple[str, object]:
+    """``('shards', dir)`` for a shards folder, else ``('files', [paths])`` from folders, files and ``.txt`` lists."""
+    paths = [Path(p) for p in inputs]
+    if len(paths) == 1 and (paths[0] / "manifest.json").is_file():
+        return "shards", paths[0]
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{p}: no audio files ({', '.join(AUDIO_SUFFIXES)}) and no manifest.json")
+            files.extend(found)
+        elif p.suffix == ".txt" and p.is_file():
+            files.extend(Path(line.strip()) for line in p.read_text().splitlines() if line.strip())
+        else:
+            files.append(p)
+    return "files", files
+
+
+def predict_scores(run_dir: str | Path, inputs: list[str | Path], actors: int = 1) -> tuple[list[str], np.ndarray, list[str], list[Path]]:
+    """``-> fnames, (N, M, K) per-member scores, classes, member paths`` (inputs as in :func:`resolve_inputs`)."""
+    from .stream import shard_meta
+
+    members = member_paths(run_dir)
+    kind, what = resolve_inputs(inputs)
+    if kind == "shards":
+        _, _, audio_format = shard_meta(what)
+        keys, scores = score(shard_rows(what, "test"), members, "clips", audio_format, actors=actors)
+    else:
+        keys, scores = score(file_rows(what), members, "files", actors=actors)
+    return keys, scores, _classes(members), members
+
+
+def write_submission(path: str | Path, fnames: list[str], scores: np.ndarray, classes: list[str]) -> None:
+    """Kaggle format: ``fname`` + one column per class; ``scores`` is ``(N, K)``."""
+    table = pd.DataFrame(scores, columns=classes)
+    table.insert(0, "fname", fnames)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False, float_format="%.6f")
+
+
+def predict(run_dir: str | Path, inputs: list[str | Path], out: str | Path, actors: int = 1) -> dict:
+    """Ensemble-averaged scores of ``inputs`` into the submission ``out``."""
+    fnames, scores, classes, members = predict_scores(run_dir, inputs, actors)
+    write_submission(out, fnames, scores.mean(axis=1), classes)
+    return {"rows": len(fnames), "members": len(members), "classes": len(classes), "out": str(out)}
+
+
+def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
+    """``-> [(file, [(class, score)] * top)]``: the ensemble's top classes per file (in this process)."""
+    members = member_paths(run_dir)
+    scorer = EnsembleScorer([str(m) for m in members], "files")
+    waves = [read_audio(f, scorer.features.sample_rate) for f in files]
+    mean = scorer.scores(waves).mean(axis=1)
+    classes = _classes(members)
+    return [(str(f), [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]) for f, row in zip(files, mean)]
+
+
+def ensemble_info(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "ensemble.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,214 @@
+"""The whole system through the real CLI (report §4): ``ray-tagger run`` on the demo set with the
+tiny preset, killed during relabelling and resumed, then checked against the planted label
+corruption and the test labels; re-run when complete; ``predict`` → ``evaluate``; ``tag``.
+
+The tiny preset's ``system:`` section trains 3 relabelling models (split 0, folds 0–2) and
+R ∈ {2, 4} × 1 split final models, 2 at a time, on a 2-core machine (logical CPUs, DESIGN §3):
+the third relabelling run starts when one of the first two ends, which is when the test kills.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ray_tagger.metrics import lwlrap
+
+CLIPS = 60
+TOLERANCE = 0.03
+"""How far the final ensemble's test lwlrap may fall below the best single model's."""
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+def _cli(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ray_tagger", *args], env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _run_cmd(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "ray_tagger", "run", str(run_dir), "--preset", "tiny", "--demo-clips", str(CLIPS),
+            "--concurrency", "2"]
+
+
+def _summaries(root: Path) -> dict[str, float]:
+    """Run name → mtime of its summary.json (complete runs only)."""
+    return {p.parent.name: p.stat().st_mtime for p in root.glob("runs/*/summary.json")}
+
+
+def _metric_lines(root: Path) -> dict[str, int]:
+    return {p.parent.name: len(p.read_text().splitlines()) for p in root.glob("runs/*/metrics.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def system_run(tmp_path_factory):
+    """Start ``run``, kill its whole process group (driver and local Ray) once one relabelling run is
+    complete and another is part-way, then run the same command again to the end."""
+    run_dir = tmp_path_factory.mktemp("system") / "run"
+    log = open(run_dir.parent / "first.log", "w")
+    proc = subprocess.Popen(_run_cmd(run_dir), env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    relabel = run_dir / "relabel"
+    deadline = time.monotonic() + 1500
+    state = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        done, lines = _summaries(relabel), _metric_lines(relabel)
+        running = [n for n, k in lines.items() if n not in done and k >= 3]
+        if done and running:
+            state = (done, lines)
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None and state is not None, (run_dir.parent / "first.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    time.sleep(3)
+    finished_before = _summaries(relabel)  # may include a run that finished in the last instant
+    again = subprocess.run(_run_cmd(run_dir), env=_env(), capture_output=True, text=True, timeout=2400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    return run_dir, finished_before, again
+
+
+def test_killed_run_resumes_without_retraining_finished_runs(system_run):
+    run_dir, finished_before, again = system_run
+    after = _summaries(run_dir / "relabel")
+    assert len(after) == 3
+    for name, mtime in finished_before.items():
+        assert after[name] == mtime, f"{name} was finished before the kill and was trained again"
+    assert f"{len(finished_before)} of 3 runs are complete and are not trained again" in again.stderr
+
+
+def test_relabel_runs_overlapped_in_time(system_run):
+    run_dir, _, _ = system_run
+    runs = json.loads((run_dir / "relabel" / "summary.json").read_text())["runs"]
+    spans = sorted((r["started"], r["finished"]) for r in runs)
+    overlaps = sum(1 for (a0, a1), (b0, b1) in zip(spans, spans[1:]) if b0 < a1)
+    assert overlaps >= 1, f"no two relabelling runs overlapped: {spans}"
+
+
+def _read_truth_csv(path: Path, key: str) -> dict[str, set[str]]:
+    with open(path, newline="") as f:
+        return {r["fname"]: set(filter(None, r[key].split(","))) for r in csv.DictReader(f)}
+
+
+def test_relabelling_undoes_planted_corruption_better_than_chance(system_run):
+    """A changed (excerpt, class) cell fixes the corruption when it adds a true label the provided set
+    lacked or removes a provided label that is not true. Changing cells at random would fix a
+    fraction ``wrong / cells`` of the changes; relabelling must do clearly better, in precision and
+    in recall of the corrupted cells."""
+    import pyarrow.parquet as pq
+
+    run_dir, _, _ = system_run
+    truth = _read_truth_csv(run_dir / "demo-data-noisy-truth.csv", "true_labels")
+    classes = json.loads((run_dir / "shards" / "vocabulary.json").read_text())["classes"]
+    tables = sorted((run_dir / "relabel" / "relabeled").glob("split_*.parquet"))
+    assert [t.name for t in tables] == ["split_0.parquet", "split_1.parquet", "split_2.parquet"]
+    cells = wrong = changed = fixed = 0
+    for t in tables:
+        for r in pq.read_table(t).to_pylist():
+            provided, new, true = set(r["provided"]), set(r["labels"]), truth[r["clip_id"]]
+            assert r["dropped"] == (not new)
+            for c in classes:
+                cells += 1
+                is_wrong = (c in provided) != (c in true)
+                is_changed = (c in provided) != (c in new)
+                wrong += is_wrong
+                changed += is_changed
+                fixed += is_wrong and is_changed
+    base_rate = wrong / cells
+    precision, recall = fixed / max(changed, 1), fixed / wrong
+    print(f"\ncells {cells}, corrupted {wrong} ({base_rate:.3f}), changed {changed}, fixed {fixed}: "
+          f"precision {precision:.3f}, recall {recall:.3f} (random changes: precision {base_rate:.3f}, "
+          f"recall {changed / cells:.3f})")
+    assert wrong > 0 and changed > 0
+    assert precision > 2 * base_rate
+    assert recall > 2 * changed / cells
+
+
+def test_final_ensemble_is_not_worse_than_its_best_model_and_both_beat_chance(system_run):
+    run_dir, _, again = system_run
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = {r["name"]: r for r in results["table"]}
+    chance = rows["chance (random scores)"]["lwlrap"]
+    best = max(r["lwlrap"] for r in results["table"] if r["models"] == 1)
+    ensemble = rows["ensemble (all)"]["lwlrap"]
+    print(f"\nchance {chance:.3f}, best single model {best:.3f}, ensemble {ensemble:.3f}")
+    assert rows["ensemble (all)"]["models"] == 2
+    assert ensemble >= best - TOLERANCE
+    assert best > chance + 0.1 and ensemble > chance + 0.1
+    assert "best single model" in again.stdout and "ensemble (all)" in again.stdout
+    for plot in ("training_curves", "per_class_lwlrap", "relabel_changes"):
+        assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 10_000
+
+
+def test_rerunning_a_complete_run_trains_nothing(system_run):
+    run_dir, _, _ = system_run
+    before = {**_summaries(run_dir / "relabel"), **{f"final/{k}": v for k, v in _summaries(run_dir / "final").items()}}
+    done = subprocess.run(_run_cmd(run_dir), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = {**_summaries(run_dir / "relabel"), **{f"final/{k}": v for k, v in _summaries(run_dir / "final").items()}}
+    assert after == before and len(after) == 5
+    assert "Trial" not in done.stdout + done.stderr, "no Tune trial may start"
+    assert "is complete; nothing to relabel" in done.stderr
+
+
+def test_predict_then_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_path):
+    """The CLI's submission scored by the CLI's evaluate equals lwlrap of the members' mean scores
+    computed in this process, from the saved models and features built here from the shards."""
+    import torch
+
+    from ray_tagger.infer import load_member, member_paths
+    from tests.test_train import _batches, _truth
+
+    run_dir, _, _ = system_run
+    out = tmp_path / "submission.csv"
+    done = _cli("predict", str(run_dir), str(run_dir / "shards"), "--out", str(out), "--num-cpus", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = _cli("evaluate", str(out), str(run_dir / "demo-data-test-labels.csv"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    overall = float(evaluated.stdout.split("overall lwlrap:")[1].split()[0])
+    members = [load_member(p) for p in member_paths(run_dir)]
+    classes = members[0][1]["classes"]
+    batches = _batches(run_dir / "shards", "test", classes, lambda r: True, _truth(run_dir / "demo-data-test-labels.csv"))
+    scores, truth = [], []
+    with torch.no_grad():
+        for x, lengths, y in batches:
+            scores.append(np.mean([m(x, lengths).numpy() for m, _ in members], axis=0))
+            truth.append(y.numpy())
+    here = lwlrap(np.concatenate(truth), np.concatenate(scores))[0]
+    assert abs(overall - here) < 1e-5, (overall, here)
+
+
+def test_tag_downmixes_and_resamples_any_file(system_run, tmp_path):
+    """A stereo copy (both channels equal) tags exactly like the mono file; a 48 kHz copy is resampled
+    to 44.1 kHz and gives nearly the same scores; the output lists the top classes."""
+    import soundfile as sf
+    import torch
+    import torchaudio
+
+    run_dir, _, _ = system_run
+    wav = sorted((run_dir / "demo-data" / "test").glob("*.wav"))[0]
+    mono, sr = sf.read(wav, dtype="float32")
+    sf.write(tmp_path / "stereo.wav", np.stack([mono, mono], axis=1), sr)
+    up = torchaudio.functional.resample(torch.from_numpy(mono), sr, 48000).numpy()
+    sf.write(tmp_path / "48k.flac", up, 48000)
+    done = _cli("tag", str(run_dir), str(wav), str(tmp_path / "stereo.wav"), str(tmp_path / "48k.flac"), "--top", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 3
+    parsed = [dict((p.rsplit(" ", 1)[0], float(p.rsplit(" ", 1)[1])) for p in line.split(": ", 1)[1].split(", ")) for line in lines]
+    assert all(len(p) == 3 for p in parsed)
+    assert parsed[0] == parsed[1]
+    assert list(parsed[0]) [0] == list(parsed[2])[0]
+    assert max(abs(parsed[0][c] - parsed[2].get(c, parsed[0][c])) for c in parsed[0]) < 0.05
+    bad = _cli("tag", str(run_dir), str(tmp_path / "missing.wav"))
+    assert bad.returncode == 1 and "cannot read audio" in bad.stderr and "Traceback" not in bad.stderr
