@@ -159,6 +159,7 @@ def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_form
         batch_size=rows_per_batch, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
     )
+    scored.set_name(f"ensemble_scores_{kind}")  # how the pipeline shows in the dashboard and the logs
     keys, scores = [], []
     for b in scored.iter_batches(batch_size=256, batch_format="numpy"):
         keys.extend(b["key"].tolist())

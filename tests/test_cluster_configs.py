@@ -1,0 +1,86 @@
+"""cluster/ and jobs/: the launcher config validates against Ray's own schema, the KubeRay
+manifests parse and name entrypoints that exist, the runtime envs name existing stages."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_tagger.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return set(action.choices)
+
+
+def _check_entrypoint(entrypoint: str) -> None:
+    """``python -m ray_tagger SUB ARGS`` with a real sub-command whose arguments parse."""
+    words = shlex.split(entrypoint)
+    assert words[:3] == ["python", "-m", "ray_tagger"], entrypoint
+    assert words[3] in _subcommands(), entrypoint
+    build_parser().parse_args(words[3:])  # exits (SystemExit) on unknown options
+
+
+def test_launcher_config_validates_against_rays_schema():
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
+    jsonschema.validate(config, schema)
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types and {"gpu_worker", "cpu_worker"} <= set(types)
+    assert config["docker"]["image"].startswith("rayproject/ray:2.60.")
+    assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+
+
+def test_schema_check_is_not_vacuous():
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
+    del config["available_node_types"]["gpu_worker"]["resources"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(config, schema)
+
+
+def test_kuberay_manifests_parse_and_name_real_entrypoints():
+    cluster = yaml.safe_load((ROOT / "cluster" / "kuberay" / "raycluster.yaml").read_text())
+    job = yaml.safe_load((ROOT / "cluster" / "kuberay" / "rayjob.yaml").read_text())
+    assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayCluster")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):
+        assert spec["rayVersion"] == "2.60.0"
+        groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+        assert set(groups) == {"gpu", "cpu"}
+        gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert gpu["nvidia.com/gpu"] == "1"
+    _check_entrypoint(job["spec"]["entrypoint"])
+    assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]["RAY_TRAIN_ENABLE_STATE_TRACKING"] == "1"
+
+
+@pytest.mark.parametrize("stage", ["prepare", "train", "relabel", "ensemble", "sweep", "run"])
+def test_job_runtime_envs_exist_per_stage_and_name_their_entrypoint(stage):
+    path = ROOT / "jobs" / f"{stage}.yaml"
+    env = yaml.safe_load(path.read_text())
+    assert set(env) <= {"excludes", "env_vars"} and ".venv/" in env["excludes"]
+    assert all(isinstance(v, str) for v in env["env_vars"].values()), "runtime_env env_vars must be strings"
+    assert f"python -m ray_tagger {stage} " in path.read_text()
+    assert stage in _subcommands()
+    assert (env["env_vars"].get("RAY_TRAIN_ENABLE_STATE_TRACKING") == "1") == (stage != "prepare")
+
+
+def test_bad_entrypoint_is_caught():
+    with pytest.raises(AssertionError):
+        _check_entrypoint("python -m ray_tagger nonesuch x")
+    with pytest.raises(SystemExit):
+        _check_entrypoint("python -m ray_tagger run /x --no-such-option")

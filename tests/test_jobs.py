@@ -1,0 +1,93 @@
+"""``ray job submit`` against a real local head with token auth, as cluster/README.md tells a user.
+
+The commands are read from the README's local-head block (the lines starting with ``ray ``)
+and run as written, with free ports and a temporary run folder in place of 6379, 8265 and
+/tmp/tagger-smoke, from the repository root, with the project's environment first on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "cluster" / "README.md").read_text()
+    block = text.split("<!-- local-head")[1].split("<!-- /local-head -->")[0]
+    return [line.strip() for line in block.splitlines() if line.strip().startswith("ray ")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head_and_job(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("job") / "smoke"
+    gcs, dashboard = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `source .venv/bin/activate`
+    commands = [c.replace("6379", str(gcs)).replace("8265", str(dashboard)).replace("/tmp/tagger-smoke", str(run_dir))
+                for c in _readme_commands()]
+    assert [shlex.split(c)[:3] for c in commands] == [["ray", "start", "--head"], ["ray", "job", "submit"],
+                                                      ["ray", "job", "status"], ["ray", "stop"]]
+    start, submit, status, stop = commands
+    out = {}
+    try:
+        done = subprocess.run(shlex.split(start), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        out["unauthenticated"] = _status_code(f"http://127.0.0.1:{dashboard}/api/jobs/")
+        client = {**env, "RAY_AUTH_MODE": "token"}  # `export RAY_AUTH_MODE=token`
+        out["submit"] = subprocess.run(shlex.split(submit), cwd=ROOT, env=client, capture_output=True, text=True,
+                                       timeout=1500)
+        out["status"] = subprocess.run(shlex.split(status), cwd=ROOT, env=client, capture_output=True, text=True,
+                                       timeout=120)
+    finally:
+        out["stop"] = subprocess.run(shlex.split(stop), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    return run_dir, out
+
+
+def _status_code(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_token_auth_is_on(head_and_job):
+    _, out = head_and_job
+    assert out["unauthenticated"] == 401
+
+
+def test_submitted_run_succeeds_and_writes_its_outputs(head_and_job):
+    run_dir, out = head_and_job
+    submit, status = out["submit"], out["status"]
+    assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
+    assert "Job 'tagger-smoke' succeeded" in status.stdout + status.stderr, status.stdout + status.stderr
+    assert "connecting to the Ray cluster" in submit.stdout + submit.stderr, "the job must use the head, not a local Ray"
+    results = json.loads((run_dir / "results.json").read_text())
+    names = [r["name"] for r in results["table"]]
+    assert names[0] == "chance (random scores)" and "ensemble (all)" in names
+    assert len(json.loads((run_dir / "relabel" / "summary.json").read_text())["runs"]) == 2
+    assert len(json.loads((run_dir / "final" / "ensemble.json").read_text())["members"]) == 1
+    assert (run_dir / "predictions" / "submission.csv").is_file()
+
+
+def test_head_is_stopped(head_and_job):
+    _, out = head_and_job
+    assert out["stop"].returncode == 0
+    assert "Stopped" in out["stop"].stdout + out["stop"].stderr
