@@ -8,7 +8,6 @@ writes a Kaggle submission (``fname`` + one column per class, in the vocabulary'
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -82,8 +81,3 @@ def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tupl
     mean = scorer.scores(waves).mean(axis=1)
     classes = _classes(members)
     return [(str(f), [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]) for f, row in zip(files, mean)]
-
-
-def ensemble_info(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "ensemble.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
