@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchaudio
 
@@ -81,3 +82,10 @@ class LogMel(torch.nn.Module):
     def clip(self, wave: torch.Tensor) -> torch.Tensor:
         """One clip: ``(T,) -> (F, N)``."""
         return self.forward(wave.unsqueeze(0))[0][0, 0]
+
+
+def normalized_clips(logmel: LogMel, stats, waves: list[np.ndarray]) -> list[np.ndarray]:
+    """``B waves (T_b,) -> B arrays (F, N_b)`` float32: log-mel of each clip, normalised with ``stats``
+    (a :class:`~ray_tagger.normalization.NormStats`), without autograd."""
+    with torch.no_grad():
+        return [stats.normalize(logmel.clip(torch.from_numpy(np.ascontiguousarray(w, np.float32)))).numpy() for w in waves]

@@ -24,8 +24,9 @@ import pyarrow as pa
 import ray
 
 from .batching import collate
+from .config import _build
 from .decode import decode, to_float
-from .features import FeatureConfig
+from .features import FeatureConfig, normalized_clips
 from .model import CRNN, ModelConfig
 from .normalization import NormStats
 from .splits import excerpt_id
@@ -54,8 +55,7 @@ def load_member(path: str | Path) -> tuple[CRNN, dict]:
     import torch
 
     blob = torch.load(path, weights_only=False, map_location="cpu")
-    config = ModelConfig(**{k: tuple(map(tuple, v)) if k == "blocks" else v for k, v in blob["model_config"].items()})
-    model = CRNN(config)
+    model = CRNN(_build(ModelConfig, blob["model_config"]))
     model.load_state_dict(blob["model"])
     model.eval()
     return model, blob
@@ -104,6 +104,7 @@ class EnsembleScorer:
         check_members([m for _, m in loaded])
         self.models = [m for m, _ in loaded]
         meta = loaded[0][1]
+        self.classes = meta["classes"]
         self.features = FeatureConfig(**meta["features"])
         self.stats = NormStats.from_json(meta["stats"])
         self.logmel = LogMel(self.features)
@@ -132,9 +133,8 @@ class EnsembleScorer:
         """``B waves (T_b,) -> (B, M, K)`` eval-mode scores, computed in length-sorted batches."""
         import torch
 
+        feats = normalized_clips(self.logmel, self.stats, waves)
         with torch.no_grad():
-            feats = [self.stats.normalize(self.logmel.clip(torch.from_numpy(np.ascontiguousarray(w, np.float32)))).numpy()
-                     for w in waves]
             out = np.zeros((len(feats), len(self.models), self.models[0].config.n_classes), np.float32)
             order = np.argsort([f.shape[1] for f in feats], kind="stable")
             for i in range(0, len(order), BATCH):

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 SOURCES = ("curated", "noisy", "test")
@@ -183,4 +185,12 @@ def _records(
         first_seen.setdefault(fname, line)
         out.append(ClipRecord(source, fname, str(folder / fname), labels, str(csv_path), line, problem))
     log.debug("%s: %d rows", csv_path, len(out))
+    return out
+
+
+def n_hot(label_sets, index: dict[str, int], dtype=np.float32) -> np.ndarray:
+    """``N label lists, {class: column} -> (N, K)`` with 1 where a list names the class."""
+    out = np.zeros((len(label_sets), len(index)), dtype)
+    for i, labels in enumerate(label_sets):
+        out[i, [index[c] for c in labels]] = 1
     return out

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .config import SystemConfig, TrainJobConfig
+from .layout import n_hot
 from .train import Placement
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,7 @@ def test_truth(shards_dir: Path, data_dir: Path, classes: list[str], fnames: lis
         if not csv.is_file():
             return None
         truth = read_truth(csv)
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.zeros((len(fnames), len(classes)))
-    for n, f in enumerate(fnames):
-        y[n, [index[c] for c in truth.get(f, [])]] = 1
-    return y
+    return n_hot([truth.get(f, []) for f in fnames], {c: i for i, c in enumerate(classes)}, np.float64)
 
 
 def run(
@@ -85,9 +82,9 @@ def run(
                                            "system": system.to_dict(), "ray_tagger_version": __version__})
     shards = run_dir / "shards"
     _stage(2, f"prepare {data_dir} → {shards}")
-    splits = max(system.relabel_splits + system.final_splits) + 1
-    folds = max(max(system.relabel_folds) + 1, 2)
-    manifest = prepare(data_dir, shards, PrepareConfig(splits=max(splits, 3), folds=max(folds, 5)))
+    splits = max(max(system.relabel_splits + system.final_splits) + 1, 3)  # at least the report's 3 splits
+    folds = max(max(system.relabel_folds) + 1, 5)  # and 5 folds
+    manifest = prepare(data_dir, shards, PrepareConfig(splits=splits, folds=folds))
     log.info("shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
     _stage(3, f"relabel ({len(system.relabel_splits)} splits × {len(system.relabel_folds)} folds, R={system.relabel_R})")
     relabel(shards, run_dir / "relabel", job, system, placement, concurrency)

@@ -79,5 +79,5 @@ def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tupl
     scorer = EnsembleScorer([str(m) for m in members], "files")
     waves = [read_audio(f, scorer.features.sample_rate) for f in files]
     mean = scorer.scores(waves).mean(axis=1)
-    classes = _classes(members)
+    classes = scorer.classes
     return [(str(f), [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]) for f, row in zip(files, mean)]

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from .config import SystemConfig, TrainJobConfig
 from .infer import score, shard_rows
+from .layout import n_hot
 from .runs import RunSpec, train_many
 from .splits import excerpt_id
 from .stream import shard_meta
@@ -102,10 +103,7 @@ def relabel(
     if missing:
         raise ValueError(f"relabel: {len(missing)} excerpts were not scored (e.g. {sorted(missing)[0]})")
     s = mean.loc[table.excerpt_id].to_numpy()
-    index = {c: i for i, c in enumerate(classes)}
-    provided = np.zeros_like(s, dtype=bool)
-    for i, labels in enumerate(table.provided):
-        provided[i, [index[c] for c in labels]] = True
+    provided = n_hot(table.provided, {c: i for i, c in enumerate(classes)}, bool)
     thresholds, errors = choose_thresholds(s, provided)
     new = s >= thresholds[None, :]
     table["labels"] = [[classes[c] for c in np.flatnonzero(row)] for row in new]

@@ -59,10 +59,15 @@ def is_complete(root: str | Path, spec: RunSpec) -> bool:
     return (run_dir(root, spec) / "summary.json").is_file()
 
 
+def _cpus_per_run(job: TrainJobConfig, placement: Placement, holdout: bool) -> float:
+    """Logical CPUs one run holds: its trainer's and pipelines' (``required_cpus``) and its trial's."""
+    return required_cpus(job, placement, holdout) + TRIAL_CPU
+
+
 def fits_at_once(job: TrainJobConfig, placement: Placement, holdout: bool) -> int:
     """How many runs of this shape the connected Ray cluster holds at the same time."""
     resources = ray.cluster_resources()
-    n = int(resources.get("CPU", 0) // (required_cpus(job, placement, holdout) + TRIAL_CPU))
+    n = int(resources.get("CPU", 0) // _cpus_per_run(job, placement, holdout))
     gpus = placement.workers * placement.gpus_per_worker
     if gpus:
         n = min(n, int(resources.get("GPU", 0) / gpus + 1e-9))
@@ -71,7 +76,7 @@ def fits_at_once(job: TrainJobConfig, placement: Placement, holdout: bool) -> in
 
 def local_cpus(job: TrainJobConfig, placement: Placement, holdout: bool, concurrency: int) -> int:
     """Logical CPUs for a local Ray that holds ``concurrency`` runs (at least the cores; DESIGN §3)."""
-    need = concurrency * (required_cpus(job, placement, holdout) + TRIAL_CPU)
+    need = concurrency * _cpus_per_run(job, placement, holdout)
     return max(os.cpu_count() or 1, math.ceil(need))
 
 

@@ -28,7 +28,8 @@ import pyarrow as pa
 import ray
 
 from .decode import decode, to_float
-from .features import FeatureConfig
+from .features import FeatureConfig, normalized_clips
+from .layout import n_hot
 from .mixup import MixupConfig, mixup
 from .normalization import NormStats
 from .splits import clip_rng, content_key, excerpt_id
@@ -145,15 +146,13 @@ class MixFeaturize:
                     "frames": np.array([], np.int64), "targets": np.zeros((0, len(self.index)), np.float32)}
         audio = {r["clip_id"]: to_float(decode(r["audio"], self.audio_format)) for r in rows}
         waves = [audio[i.clip_id][i.start: i.stop] for i in items]
-        targets = np.zeros((len(items), len(self.index)), np.float32)
-        for b, item in enumerate(items):
-            targets[b, [self.index[c] for c in item.labels]] = 1.0
+        targets = n_hot([i.labels for i in items], self.index)
         if self.mode == "train":
             rng = clip_rng(self.seed, self.run, self.epoch, items[0].key)
             waves, targets = self._mix(items, waves, targets, rng)
             order = rng.permutation(len(items))
             items, waves, targets = [items[i] for i in order], [waves[i] for i in order], targets[order]
-        feats = self._features(waves)
+        feats = normalized_clips(self.logmel, self.stats, waves)
         out = np.empty(len(feats), dtype=object)
         out[:] = feats
         return {"key": np.array([i.key for i in items], dtype=object), "features": out,
@@ -170,12 +169,6 @@ class MixFeaturize:
                     waves[k], targets[k] = mixed[j], mixed_targets[j]
         return waves, targets
 
-    def _features(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        import torch
-
-        with torch.no_grad():
-            return [self.stats.normalize(self.logmel.clip(torch.from_numpy(np.ascontiguousarray(w, np.float32)))).numpy()
-                    for w in waves]
 
 
 def configure_data_context(block_bytes: int = 8 * 1024**2, progress_bars: bool = False) -> None:
