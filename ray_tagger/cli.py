@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -118,6 +119,17 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _folder(text: str) -> str:
+    """A path of the local file system (a shared mount on a cluster). Object-store URIs are
+    refused here: written as paths they would become local folders named "s3:" on one node."""
+    uri = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if uri:
+        raise argparse.ArgumentTypeError(
+            f"{text}: object-store URIs ({uri.group(1)}://) are not supported for data, shards and run folders; mount the "
+            "bucket on every node (or use a shared file system) and pass its path, see cluster/README.md")
+    return text
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import predict
     from .runtime import ensure_ray
@@ -218,6 +230,18 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_sharing(args: argparse.Namespace) -> int:
+    from .bench.sharing import bench_job, run_bench
+    from .runs import local_cpus
+    from .runtime import ensure_ray
+    from .train import Placement
+
+    job = bench_job(args.preset, args.iterations, args.log_every, args.set)
+    ensure_ray(args.num_cpus or local_cpus(job, Placement(), False, args.models))
+    print(run_bench(args.shards_dir, args.preset, args.iterations, args.log_every, args.models, args.work_dir, args.set))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ray-tagger", description="The UPB DCASE 2019 Task 2 audio tagger, prepared and trained on Ray."
@@ -227,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo-data", help="synthesise a small data set in the FSDKaggle2019 layout")
-    d.add_argument("out", help="folder to create; the test labels go beside it")
+    d.add_argument("out", type=_folder, help="folder to create; the test labels go beside it")
     d.add_argument("--clips", type=int, default=100, help="curated clips (noisy: as many, test: half)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--layout", choices=("kaggle", "zenodo"), default="kaggle")
@@ -235,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo_data)
 
     pr = sub.add_parser("prepare", help="validate a data set and write Parquet shards (a Ray Data job)")
-    pr.add_argument("data_dir", help="Kaggle or Zenodo (FSDKaggle2019) layout")
-    pr.add_argument("shards_dir")
+    pr.add_argument("data_dir", type=_folder, help="Kaggle or Zenodo (FSDKaggle2019) layout")
+    pr.add_argument("shards_dir", type=_folder)
     pr.add_argument("--splits", type=int, default=3, help="random cuts of the noisy clips")
     pr.add_argument("--folds", type=int, default=5, help="folds over the curated clips")
     pr.add_argument("--seed", type=int, default=0)
@@ -246,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_prepare)
 
     t = sub.add_parser("train", help="train one model with Ray Train (DDP), with SWA, checkpoints and resume")
-    t.add_argument("shards_dir")
-    t.add_argument("run_dir", help="resolved config, metrics, checkpoints and the final SWA model; re-run to resume")
+    t.add_argument("shards_dir", type=_folder)
+    t.add_argument("run_dir", type=_folder, help="resolved config, metrics, checkpoints and the final SWA model; re-run to resume")
     t.add_argument("--split", type=int, default=0, help="which random cut of the noisy clips")
     t.add_argument("--fold", default="0", help="curated fold held out for validation, or 'none'")
     t.add_argument("--R", type=int, default=None, help="curated oversampling factor (default: the preset's)")
@@ -256,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gpus-per-worker", type=float, default=0.0, help="may be fractional")
     t.add_argument("--cpus-per-worker", type=float, default=1.0)
     t.add_argument("--storage-path", default=None, help="checkpoint storage (local folder, s3://, gs://); default RUN_DIR/checkpoints")
-    t.add_argument("--relabeled", default=None,
+    t.add_argument("--relabeled", type=_folder, default=None,
                    help="a relabelled excerpt table (relabel's relabeled/split_S.parquet) in place of the provided noisy labels")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
     t.add_argument("--num-cpus", type=int, default=None,
@@ -269,45 +293,45 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_show_config)
 
     rl = sub.add_parser("relabel", help="train splits × folds models concurrently (Tune), relabel the noisy excerpts")
-    rl.add_argument("shards_dir")
-    rl.add_argument("run_dir", help="runs, relabelled tables, thresholds and changes; re-run to resume")
+    rl.add_argument("shards_dir", type=_folder)
+    rl.add_argument("run_dir", type=_folder, help="runs, relabelled tables, thresholds and changes; re-run to resume")
     _runs_options(rl)
     rl.add_argument("--actors", type=int, default=1, help="Ray Data actors scoring the noisy excerpts")
     rl.set_defaults(func=_relabel)
 
     en = sub.add_parser("ensemble", help="train the final models concurrently on the relabelled splits")
-    en.add_argument("shards_dir")
-    en.add_argument("run_dir")
-    en.add_argument("--relabeled", required=True, help="the output folder of 'ray-tagger relabel'")
+    en.add_argument("shards_dir", type=_folder)
+    en.add_argument("run_dir", type=_folder)
+    en.add_argument("--relabeled", type=_folder, required=True, help="the output folder of 'ray-tagger relabel'")
     en.add_argument("--R", type=_int_list, default=None, help="curated oversampling factors, e.g. 2,4 (default: the preset's)")
     en.add_argument("--splits", type=_int_list, default=None, help="relabelled splits, e.g. 0,1,2 (default: the preset's)")
     _runs_options(en)
     en.set_defaults(func=_ensemble)
 
     pd_ = sub.add_parser("predict", help="ensemble-averaged scores in the Kaggle submission format")
-    pd_.add_argument("run_dir", help="an ensemble folder, a training run folder or a 'run' folder")
+    pd_.add_argument("run_dir", type=_folder, help="an ensemble folder, a training run folder or a 'run' folder")
     pd_.add_argument("inputs", nargs="+", help="a shards folder (its test clips), audio folders, audio files or .txt lists")
-    pd_.add_argument("--out", required=True, help="submission CSV to write")
+    pd_.add_argument("--out", type=_folder, required=True, help="submission CSV to write")
     pd_.add_argument("--actors", type=int, default=1, help="Ray Data scoring actors")
     pd_.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
     pd_.set_defaults(func=_predict)
 
     tg = sub.add_parser("tag", help="print the top tags of audio files (any rate, any channels)")
-    tg.add_argument("run_dir")
+    tg.add_argument("run_dir", type=_folder)
     tg.add_argument("files", nargs="+")
     tg.add_argument("--top", type=int, default=5)
     tg.set_defaults(func=_tag)
 
     rn = sub.add_parser("run", help="the whole system: [demo data] → prepare → relabel → ensemble → predict → evaluate")
-    rn.add_argument("data_dir", nargs="?", default=None, help="Kaggle or Zenodo data set (default: generate the demo set)")
-    rn.add_argument("run_dir")
+    rn.add_argument("data_dir", type=_folder, nargs="?", default=None, help="Kaggle or Zenodo data set (default: generate the demo set)")
+    rn.add_argument("run_dir", type=_folder)
     _runs_options(rn, preset="demo")
     rn.add_argument("--demo-clips", type=int, default=100, help="curated clips of the generated demo set")
     rn.set_defaults(func=_run)
 
     sw = sub.add_parser("sweep", help="Ray Tune with ASHA over R and the augmentation strength")
-    sw.add_argument("shards_dir")
-    sw.add_argument("run_dir")
+    sw.add_argument("shards_dir", type=_folder)
+    sw.add_argument("run_dir", type=_folder)
     sw.add_argument("--samples", type=int, default=8, help="trials (R is cycled through 1, 2, 4, 8)")
     sw.add_argument("--grace", type=int, default=None, help="ASHA grace period in iterations (default: a quarter of the run)")
     sw.add_argument("--seed", type=int, default=0, help="seed of the strength draws")
@@ -349,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--num-cpus", type=int, default=None,
                     help="CPUs of a local Ray (default: all cores, at least workers + 1; ignored with RAY_ADDRESS)")
     bl.set_defaults(func=_bench_pipeline)
+    bs = bsub.add_parser("sharing", help="k models training at once on one device (fractional GPUs) against 1 model, "
+                                        "and the projected wall time of the full system")
+    bs.add_argument("shards_dir")
+    bs.add_argument("--preset", default="paper", help="paper, demo, tiny or a YAML file")
+    bs.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
+    bs.add_argument("--iterations", type=int, default=40, help="iterations per run")
+    bs.add_argument("--log-every", type=int, default=5, help="iterations between the reports the steady rate is read from")
+    bs.add_argument("--models", type=int, default=4, help="runs sharing the device in the shared measurement")
+    bs.add_argument("--work-dir", default=None, help="keep the run folders here (default: a temporary folder, removed)")
+    bs.add_argument("--num-cpus", type=int, default=None,
+                    help="logical CPUs of a local Ray (default: enough for --models runs; ignored with RAY_ADDRESS)")
+    bs.set_defaults(func=_bench_sharing)
     return p
 
 

@@ -61,6 +61,10 @@ class StreamConfig:
     compute: str = "actors"
     """'actors': an actor pool per pass (start-up paid once per pass, right for long passes);
     'tasks': pooled Ray worker processes reused across passes (right for short passes)."""
+    cpu_limit: float | None = None
+    """CPUs one Train worker's stream may use at once, its actors and its Parquet reads together
+    (Ray Data ``resource_limits``), so concurrent runs' pipelines do not starve each other;
+    None: ``actors × cpus_per_actor + 1``."""
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,31 @@ def _select(batch: pa.Table, rank: int, world: int) -> pa.Table:
     return batch.filter(pa.array(mine, pa.bool_()))
 
 
+def pipeline_cpus(config, mode: str) -> float:
+    """CPU limit of one pipeline (Ray Data ``resource_limits``): its actors (or tasks) and one CPU
+    of Parquet reads; ``stream.cpu_limit`` replaces it for training streams. ``config`` is a
+    :class:`~ray_tagger.config.TrainJobConfig`."""
+    s = config.stream
+    least = (s.actors if mode == "train" else 1) * s.cpus_per_actor + 1
+    if mode != "train" or s.cpu_limit is None:
+        return least
+    if s.cpu_limit < least:
+        raise ValueError(f"stream.cpu_limit {s.cpu_limit:g} is below what the pipeline needs at once: {s.actors} actors × "
+                         f"{s.cpus_per_actor:g} CPUs + 1 CPU for the Parquet reads = {least:g}")
+    return s.cpu_limit
+
+
+def execution_options(config, mode: str) -> ray.data.ExecutionOptions:
+    """Ordered output (the batch rules see examples in stream order) within :func:`pipeline_cpus`."""
+    return ray.data.ExecutionOptions(preserve_order=True,
+                                     resource_limits=ray.data.ExecutionResources(cpu=pipeline_cpus(config, mode)))
+
+
+def dataset_name(run: str, mode: str, rank: int) -> str:
+    """What the dashboard calls a pipeline: ``RUN.train0`` (worker 0), ``RUN.plain`` (BatchNorm refresh), ``RUN.val``."""
+    return f"{run}.train{rank}" if mode == "train" else f"{run}.{mode}"
+
+
 def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.data.Dataset:
     """One pipeline: ``mode='train'`` for worker ``spec.rank`` of ``spec.world``, or 'plain' / 'val'.
 
@@ -231,17 +256,15 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
     kwargs = {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
               "clock": clock}
+    size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":
         key = content_key(repr((sorted((k, repr(v)) for k, v in kwargs.items() if k != "clock"))))
-        return ds.map_batches(mix_featurize_task, fn_kwargs={"key": key, **kwargs},
-                              batch_size=config.stream.pool_size, batch_format="pyarrow",
-                              num_cpus=config.stream.cpus_per_actor,
-                              compute=ray.data.TaskPoolStrategy(size=config.stream.actors if mode == "train" else 1))
-    return ds.map_batches(
-        MixFeaturize,
-        fn_constructor_kwargs=kwargs,
-        batch_size=config.stream.pool_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=config.stream.actors if mode == "train" else 1),
-        num_cpus=config.stream.cpus_per_actor,
-    )
+        ds = ds.map_batches(mix_featurize_task, fn_kwargs={"key": key, **kwargs}, batch_size=config.stream.pool_size,
+                            batch_format="pyarrow", num_cpus=config.stream.cpus_per_actor,
+                            compute=ray.data.TaskPoolStrategy(size=size))
+    else:
+        ds = ds.map_batches(MixFeaturize, fn_constructor_kwargs=kwargs, batch_size=config.stream.pool_size,
+                            batch_format="pyarrow", num_cpus=config.stream.cpus_per_actor,
+                            compute=ray.data.ActorPoolStrategy(size=size))
+    ds.set_name(dataset_name(run, mode, spec.rank))
+    return ds

@@ -35,7 +35,7 @@ from .metrics import lwlrap
 from .model import CRNN
 from .specaugment import SpecAugment
 from .splits import content_key, excerpt_id
-from .stream import EpochClock, StreamSpec, configure_data_context, shard_meta, stream
+from .stream import EpochClock, StreamSpec, configure_data_context, execution_options, pipeline_cpus, shard_meta, stream
 from .swa import SWA, refresh_batchnorm
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def train_loop(cfg: dict) -> None:
     if rank == 0:
         if swa.snapshots:
             swa.copy_to(base)
-        bn = _bn_batches(ray.train.get_dataset_shard("bn"), job.batch, o.bn_refresh_batches)
+        bn = _bn_batches(ray.train.get_dataset_shard("plain"), job.batch, o.bn_refresh_batches)
         final["bn_refresh_batches"] = refresh_batchnorm(base, bn, lambda m, b: m(b[0].to(device), b[1].to(device)))
         if cfg["holdout"]:
             val = val or _val_batches(ray.train.get_dataset_shard("val"))
@@ -217,11 +217,12 @@ def train_loop(cfg: dict) -> None:
 
 
 def required_cpus(job: TrainJobConfig, placement: Placement, holdout: bool) -> float:
-    """Logical CPUs one run holds at once: its Train workers, each worker's pipeline actors,
-    the single-actor pipelines for the BatchNorm refresh and the held-out fold, and one CPU
-    for the Parquet reads (without it, actors holding every CPU would starve the reads)."""
-    pipelines = placement.workers * job.stream.actors + 1 + int(holdout)
-    return placement.workers * placement.cpus_per_worker + pipelines * job.stream.cpus_per_actor + 1
+    """Logical CPUs one run holds at once: its Train workers, each worker's training stream
+    within its CPU limit (actors + reads, :func:`~ray_tagger.stream.pipeline_cpus`), and the
+    single-actor pipelines of the BatchNorm refresh and the held-out fold, which share one read CPU
+    with the training streams (they run at the end and at validation points)."""
+    streams = placement.workers * (pipeline_cpus(job, "train") - 1)
+    return placement.workers * placement.cpus_per_worker + streams + (1 + int(holdout)) * job.stream.cpus_per_actor + 1
 
 
 def check_cpus(needed: float) -> None:
@@ -276,7 +277,7 @@ def train(
     clocks = [EpochClock.remote() for _ in range(placement.workers)]
     datasets = {f"train_{r}": stream(dataclasses.replace(spec, rank=r), job, "train", run, clocks[r])
                 for r in range(placement.workers)}
-    datasets["bn"] = stream(dataclasses.replace(spec, world=1), job, "plain", run)
+    datasets["plain"] = stream(dataclasses.replace(spec, world=1), job, "plain", run)
     if fold is not None:
         datasets["val"] = stream(dataclasses.replace(spec, world=1), job, "val", run)
     resources = {"CPU": placement.cpus_per_worker}
@@ -288,13 +289,14 @@ def train(
         scaling_config=ray.train.ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name="train", storage_path=storage_path or str(run_dir / "checkpoints"),
+            name=run, storage_path=storage_path or str(run_dir / "checkpoints"),
             failure_config=ray.train.FailureConfig(max_failures=job.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options=ray.data.ExecutionOptions(preserve_order=True)),
+        dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options={
+            name: execution_options(job, "train" if name.startswith("train_") else name) for name in datasets}),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:

@@ -76,11 +76,12 @@ def test_report_text(result):
         assert "GPU busy fraction: n/a (no CUDA device)" in text
 
 
-def test_tasks_compute_is_capped_at_n_cpus_and_delivers_the_same_examples(shards, result):
+def test_tasks_compute_is_capped_like_training_and_delivers_the_same_examples(shards, result):
+    """Both computes run under the training stream's CPU limit: 1 worker × 1 CPU + 1 CPU of reads."""
     tasks = bench.measure(shards, workers=1, passes=1, preset="demo", R=R, compute="tasks")
-    assert tasks.compute == "tasks" and tasks.ray_cpu_limit == 1
+    assert tasks.compute == "tasks" and tasks.ray_cpu_limit == 2 and result.ray_cpu_limit == 2
     assert tasks.counts_match and tasks.examples_per_pass == result.examples_per_pass
-    assert "Ray Data CPU limit 1" in bench.format_report(tasks)
+    assert "Ray Data CPU limit 2" in bench.format_report(tasks)
 
 
 def test_data_context_is_restored(result, options_before):

@@ -84,3 +84,19 @@ def test_bad_entrypoint_is_caught():
         _check_entrypoint("python -m ray_tagger nonesuch x")
     with pytest.raises(SystemExit):
         _check_entrypoint("python -m ray_tagger run /x --no-such-option")
+
+
+@pytest.mark.parametrize("argv", [["relabel", "s3://bucket/shards", "/shared/runs"],
+                                  ["run", "/shared/data", "gs://bucket/runs/paper"],
+                                  ["ensemble", "/s", "/r", "--relabeled", "s3://b/relabel"]])
+def test_object_store_uris_are_refused_with_a_pointer_to_mounts(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "object-store URIs" in err and "cluster/README.md" in err
+
+
+def test_local_and_mounted_paths_pass():
+    args = build_parser().parse_args(["relabel", "/shared/shards", "relative/runs", "--preset", "tiny"])
+    assert (args.shards_dir, args.run_dir) == ("/shared/shards", "relative/runs")

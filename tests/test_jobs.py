@@ -55,9 +55,26 @@ def head_and_job(tmp_path_factory):
                                        timeout=1500)
         out["status"] = subprocess.run(shlex.split(status), cwd=ROOT, env=client, capture_output=True, text=True,
                                        timeout=120)
+        token = subprocess.run(["ray", "get-auth-token"], cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=60).stdout.strip()
+        out["dashboard"] = _dashboard(f"http://127.0.0.1:{dashboard}", token)
     finally:
         out["stop"] = subprocess.run(shlex.split(stop), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     return run_dir, out
+
+
+def _get(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def _dashboard(base: str, token: str) -> dict:
+    """What the dashboard's own APIs list for the job: its Ray Data datasets and the Train runs."""
+    job_id = _get(f"{base}/api/jobs/tagger-smoke", token)["job_id"]
+    datasets = [d["dataset"] for d in _get(f"{base}/api/data/datasets/{job_id}", token)["datasets"]]
+    runs = [r["name"] for r in _get(f"{base}/api/train/v2/runs/v1", token)["train_runs"]]
+    return {"datasets": datasets, "train_runs": runs}
 
 
 def _status_code(url: str) -> int:
@@ -85,6 +102,18 @@ def test_submitted_run_succeeds_and_writes_its_outputs(head_and_job):
     assert len(json.loads((run_dir / "relabel" / "summary.json").read_text())["runs"]) == 2
     assert len(json.loads((run_dir / "final" / "ensemble.json").read_text())["members"]) == 1
     assert (run_dir / "predictions" / "submission.csv").is_file()
+
+
+def test_dashboard_lists_the_runs_and_their_named_pipelines(head_and_job):
+    run_dir, out = head_and_job
+    runs = sorted(p.name for p in run_dir.glob("*/runs/*"))
+    assert len(runs) == 3, runs
+    listed = out["dashboard"]
+    assert set(runs) <= set(listed["train_runs"]), listed["train_runs"]
+    for run in runs:
+        assert any(d.startswith(f"{run}.train0") for d in listed["datasets"]), (run, listed["datasets"])
+        assert any(d.startswith(f"{run}.plain") for d in listed["datasets"]), (run, listed["datasets"])
+    assert any(d.startswith("ensemble_scores_") for d in listed["datasets"]), listed["datasets"]
 
 
 def test_head_is_stopped(head_and_job):

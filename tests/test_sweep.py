@@ -12,7 +12,7 @@ import pytest
 from ray_tagger.config import resolve, resolve_system
 from tests.datasets import demo_shards
 
-ITERATIONS = 90
+ITERATIONS = 60
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def swept(ray_session, tmp_path_factory):
     ray_session.shutdown()  # the CLI starts its own local Ray
     out = root / "sweep"
     cmd = [sys.executable, "-m", "ray_tagger", "sweep", str(shards), str(out), "--preset", "tiny", "--samples", "4",
-           "--concurrency", "2", "--grace", "30", "--set", f"optim.iterations={ITERATIONS}", "--set", "optim.swa_start=60",
-           "--set", "optim.lr_drop_at=60", "--set", "run.checkpoint_every=30"]
+           "--concurrency", "2", "--grace", "20", "--set", f"optim.iterations={ITERATIONS}", "--set", "optim.swa_start=40",
+           "--set", "optim.lr_drop_at=40", "--set", "run.checkpoint_every=20"]
     done = subprocess.run(cmd, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, capture_output=True,
                           text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -168,3 +168,44 @@ def test_killed_worker_resumes_from_the_checkpoint_with_its_swa_state(shards, tm
     final = json.loads((run_dir / "summary.json").read_text())
     assert final["iterations"] == 120 and final["swa_snapshots"] == 8
     assert _run(cmd).stdout.count("trained 120 iterations") == 1, "a complete run trains nothing more"
+
+
+def test_cpu_accounting_against_hand_values():
+    """paper preset, 1 actor × 1 CPU: a stream is limited to 1 + 1 read CPU; a run holds 1 worker CPU +
+    1 actor + the BatchNorm pipeline's actor (+ the held-out fold's) + 1 read CPU."""
+    import dataclasses
+
+    from ray_tagger.config import resolve
+    from ray_tagger.stream import pipeline_cpus
+    from ray_tagger.train import Placement, required_cpus
+
+    job = resolve("paper")
+    assert pipeline_cpus(job, "train") == 2 and pipeline_cpus(job, "plain") == 2
+    assert required_cpus(job, Placement(), holdout=False) == 4
+    assert required_cpus(job, Placement(), holdout=True) == 5
+    # 2 workers × (1 CPU + 3 actors × 0.5): 2 + 3 + BatchNorm 0.5 + 1 read
+    wide = dataclasses.replace(job, stream=dataclasses.replace(job.stream, actors=3, cpus_per_actor=0.5))
+    assert pipeline_cpus(wide, "train") == 2.5 and pipeline_cpus(wide, "val") == 1.5
+    assert required_cpus(wide, Placement(workers=2), holdout=False) == 2 + 3 + 0.5 + 1
+    # a larger limit admits more concurrent reads per stream and is counted per worker
+    capped = dataclasses.replace(wide, stream=dataclasses.replace(wide.stream, cpu_limit=4.0))
+    assert pipeline_cpus(capped, "train") == 4.0 and pipeline_cpus(capped, "plain") == 1.5
+    assert required_cpus(capped, Placement(workers=2), holdout=False) == 2 + 2 * 3 + 0.5 + 1
+    too_low = dataclasses.replace(wide, stream=dataclasses.replace(wide.stream, cpu_limit=2.0))
+    with pytest.raises(ValueError, match="below what the pipeline needs"):
+        pipeline_cpus(too_low, "train")
+
+
+def test_pipelines_carry_their_run_name_and_cpu_limit(shards):
+    """What the dashboard lists: each Ray Data pipeline is named for its run and role, and training
+    passes each one its CPU limit."""
+    from ray_tagger.config import resolve
+    from ray_tagger.stream import StreamSpec, execution_options, stream
+
+    job = resolve("tiny")
+    spec = StreamSpec(str(shards), 0, 1, 4, 1, 2)
+    assert stream(spec, job, "train", "s0_f1").name == "s0_f1.train1"
+    assert stream(spec, job, "plain", "s0_f1").name == "s0_f1.plain"
+    assert stream(spec, job, "val", "s0_f1").name == "s0_f1.val"
+    options = execution_options(job, "train")
+    assert options.preserve_order and options.resource_limits.cpu == job.stream.actors * job.stream.cpus_per_actor + 1

@@ -10,8 +10,8 @@ driver counts what arrives.
   no held-out fold, rank 0 of 1) with ``stream.actors = N``, iterated with
   ``iter_batches(batch_size=32, batch_format="numpy")``; each pass re-executes the dataset,
   announced to an :class:`~ray_tagger.stream.EpochClock` first, as the Train worker does.
-  ``preserve_order`` is on, as in training. With ``compute="tasks"`` the stream's CPU use is
-  capped at N (``stream.actors`` only sizes an actor pool).
+  ``preserve_order`` is on and the CPU limit is the training stream's (N actors or tasks + 1 CPU
+  of reads, :func:`~ray_tagger.stream.pipeline_cpus`), as in training.
 * **DataLoader**: the Parquet files read with pyarrow, cut into pools in file order, one pool per
   item (``batch_size=None``), ``num_workers=N``, ``persistent_workers=False`` (worker start-up is
   paid per pass, like the actor pool's), one ``MixFeaturize`` per worker process, built lazily.
@@ -29,7 +29,6 @@ reports the GPU busy fraction: the sum of CUDA-event-timed step times over the w
 
 from __future__ import annotations
 
-import copy
 import datetime
 import math
 import os
@@ -48,7 +47,8 @@ import ray
 
 from ..config import TrainJobConfig, resolve
 from ..splits import content_key
-from ..stream import CLIP_COLUMNS, EpochClock, MixFeaturize, StreamSpec, configure_data_context, shard_meta, stream
+from ..stream import (CLIP_COLUMNS, EpochClock, MixFeaturize, StreamSpec, configure_data_context, execution_options,
+                      pipeline_cpus, shard_meta, stream)
 from .model import _load, device_name
 
 COMPUTES = ("actors", "tasks")
@@ -171,8 +171,8 @@ class PipelineBench:
     counts_match: bool
     """Every pass of every run delivered the same number of examples."""
     ray_cpus: float
-    ray_cpu_limit: float | None
-    """Ray Data's CPU cap for the stream (tasks mode), else None."""
+    ray_cpu_limit: float
+    """Ray Data's CPU limit of the stream (:func:`~ray_tagger.stream.pipeline_cpus`)."""
     loader_start_method: str
     gpu: GpuBusy | None = None
     gpu_note: str = ""
@@ -395,14 +395,8 @@ def measure(
 
     ctx = ray.data.DataContext.get_current()
     saved = ctx.execution_options
-    options = copy.copy(saved)
-    options.preserve_order = True  # as the Train worker's DataConfig
-    cpu_limit = None
-    if compute == "tasks":
-        from ray.data import ExecutionResources
-
-        cpu_limit = float(workers)
-        options.resource_limits = ExecutionResources(cpu=cpu_limit)
+    options = execution_options(config, "train")  # as the Train worker's DataConfig
+    cpu_limit = pipeline_cpus(config, "train")
     ctx.execution_options = options
     try:
         clock = EpochClock.remote()
@@ -439,7 +433,7 @@ def format_report(b: PipelineBench) -> str:
     """The fixed-width table ``run_bench`` prints."""
     import torch
 
-    limit = f", Ray Data CPU limit {b.ray_cpu_limit:g}" if b.ray_cpu_limit is not None else ""
+    limit = f", Ray Data CPU limit {b.ray_cpu_limit:g}"
     lines = [
         f"bench pipeline: {b.shards} ({b.classes} classes), preset {b.preset}, R {b.R}, pool {b.pool_size} clips, "
         f"split 0, no held-out fold",
