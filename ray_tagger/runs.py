@@ -113,14 +113,16 @@ def train_many(
     if todo:
         holdout = any(s.fold is not None for s in todo)
         fit = fits_at_once(job, placement, holdout)
-        if fit < 1:
+        if fit < 1 and concurrency is None:
             needed = required_cpus(job, placement, holdout)
             raise ValueError(f"{stage}: one run holds {needed:g} CPUs (and {placement.workers * placement.gpus_per_worker:g} GPUs) "
                              f"but the Ray cluster has {ray.cluster_resources().get('CPU', 0):g} CPUs / "
-                             f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+                             f"{ray.cluster_resources().get('GPU', 0):g} GPUs now; on an autoscaling cluster pass "
+                             "--concurrency N and the runs wait for the nodes the autoscaler adds")
         n = min(len(todo), fit if concurrency is None else concurrency)
         if concurrency is not None and concurrency > fit:
-            log.warning("%s: %d concurrent runs asked for, but the cluster holds %d at once; the rest wait", stage, concurrency, fit)
+            log.warning("%s: %d concurrent runs asked for, but the cluster holds %d at once now; the rest wait for free "
+                        "resources (or for nodes an autoscaler adds)", stage, concurrency, fit)
         log.info("%s: training %d runs, %d at a time (%s)", stage, len(todo), n, ", ".join(s.name for s in todo))
         by_name = {s.name: {k: v for k, v in dataclasses.asdict(s).items() if k != "name"} for s in todo}
         trainable = tune.with_parameters(_trial, shards=str(Path(shards_dir).resolve()), root=str(root), job=job.to_dict(),
