@@ -170,7 +170,6 @@ class MixFeaturize:
         return waves, targets
 
 
-
 def configure_data_context(block_bytes: int = 8 * 1024**2, progress_bars: bool = False) -> None:
     """Small output blocks, so examples reach the Train worker as soon as a pool is done (the
     default 128 MiB blocks would hold back a whole pass of the demo set), and optionally no

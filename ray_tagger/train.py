@@ -275,11 +275,11 @@ def train(
     check_cpus(required_cpus(job, placement, fold is not None))
     configure_data_context()
     clocks = [EpochClock.remote() for _ in range(placement.workers)]
-    datasets = {f"train_{r}": stream(dataclasses.replace(spec, rank=r), job, "train", run, clocks[r])
-                for r in range(placement.workers)}
-    datasets["plain"] = stream(dataclasses.replace(spec, world=1), job, "plain", run)
+    pipelines = {f"train_{r}": (dataclasses.replace(spec, rank=r), "train", clocks[r]) for r in range(placement.workers)}
+    pipelines["plain"] = (dataclasses.replace(spec, world=1), "plain", None)
     if fold is not None:
-        datasets["val"] = stream(dataclasses.replace(spec, world=1), job, "val", run)
+        pipelines["val"] = (dataclasses.replace(spec, world=1), "val", None)
+    datasets = {name: stream(s, job, mode, run, clock) for name, (s, mode, clock) in pipelines.items()}
     resources = {"CPU": placement.cpus_per_worker}
     if placement.gpus_per_worker:
         resources["GPU"] = placement.gpus_per_worker
@@ -296,7 +296,7 @@ def train(
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options={
-            name: execution_options(job, "train" if name.startswith("train_") else name) for name in datasets}),
+            name: execution_options(job, mode) for name, (_, mode, _) in pipelines.items()}),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:

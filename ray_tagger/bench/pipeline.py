@@ -48,7 +48,7 @@ import ray
 from ..config import TrainJobConfig, resolve
 from ..splits import content_key
 from ..stream import (CLIP_COLUMNS, EpochClock, MixFeaturize, StreamSpec, configure_data_context, execution_options,
-                      pipeline_cpus, shard_meta, stream)
+                      shard_meta, stream)
 from .model import _load, device_name
 
 COMPUTES = ("actors", "tasks")
@@ -396,7 +396,7 @@ def measure(
     ctx = ray.data.DataContext.get_current()
     saved = ctx.execution_options
     options = execution_options(config, "train")  # as the Train worker's DataConfig
-    cpu_limit = pipeline_cpus(config, "train")
+    cpu_limit = options.resource_limits.cpu
     ctx.execution_options = options
     try:
         clock = EpochClock.remote()
