@@ -91,13 +91,18 @@ def _relabel(args: argparse.Namespace) -> int:
     from .config import resolve, resolve_system
     from .relabel import format_changes, relabel
 
-    job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set)
+    job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set, _keep_provided(args))
     n = len(system.relabel_splits) * len(system.relabel_folds)
     concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
     summary = relabel(args.shards_dir, args.run_dir, job, system, _placement(args), concurrency, args.actors)
-    print(format_changes(args.run_dir))
+    print(format_changes(args.run_dir, args.noisy_truth))
     print(f"relabelled tables: {', '.join(summary['tables'].values())}")
     return 0
+
+
+def _keep_provided(args: argparse.Namespace) -> dict | None:
+    """``--keep-provided-labels`` as a ``system`` section layer (``--set`` still overrides it)."""
+    return {"system": {"relabel_on_failure": "keep_provided"}} if args.keep_provided_labels else None
 
 
 def _ensemble(args: argparse.Namespace) -> int:
@@ -152,10 +157,11 @@ def _run(args: argparse.Namespace) -> int:
     from .config import resolve, resolve_system
     from .pipeline import run
 
-    job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set)
+    job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set, _keep_provided(args))
     n = max(len(system.relabel_splits) * len(system.relabel_folds), len(system.final_R) * len(system.final_splits))
     concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
-    run(args.data_dir, args.run_dir, job, system, args.preset, _placement(args), concurrency, args.demo_clips)
+    run(args.data_dir, args.run_dir, job, system, args.preset, _placement(args), concurrency, args.demo_clips,
+        args.demo_classes)
     return 0
 
 
@@ -183,6 +189,12 @@ def _runs_options(p: argparse.ArgumentParser, preset: str = "paper") -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--num-cpus", type=int, default=None,
                    help="logical CPUs of a local Ray (default: enough for --concurrency runs; ignored with RAY_ADDRESS)")
+
+
+def _keep_provided_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-provided-labels", action="store_true",
+                   help="when the relabelling ensemble fails its check (held-out lwlrap near chance, or most excerpts "
+                        "dropped), train the final models on the provided labels instead of stopping")
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -243,6 +255,8 @@ def _bench_sharing(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .demo_data import DemoConfig
+
     p = argparse.ArgumentParser(
         prog="ray-tagger", description="The UPB DCASE 2019 Task 2 audio tagger, prepared and trained on Ray."
     )
@@ -252,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo-data", help="synthesise a small data set in the FSDKaggle2019 layout")
     d.add_argument("out", type=_folder, help="folder to create; the test labels go beside it")
-    d.add_argument("--clips", type=int, default=100, help="curated clips (noisy: as many, test: half)")
+    d.add_argument("--clips", type=int, default=DemoConfig.clips, help="curated clips (noisy: as many, test: half)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--layout", choices=("kaggle", "zenodo"), default="kaggle")
     d.add_argument("--overwrite", action="store_true", help="replace an existing folder")
@@ -297,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("run_dir", type=_folder, help="runs, relabelled tables, thresholds and changes; re-run to resume")
     _runs_options(rl)
     rl.add_argument("--actors", type=int, default=1, help="Ray Data actors scoring the noisy excerpts")
+    _keep_provided_option(rl)
+    rl.add_argument("--noisy-truth", default=None, metavar="CSV",
+                    help="a demo set's DATA-noisy-truth.csv: also print how often the changed labels are right")
     rl.set_defaults(func=_relabel)
 
     en = sub.add_parser("ensemble", help="train the final models concurrently on the relabelled splits")
@@ -326,7 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("data_dir", type=_folder, nargs="?", default=None, help="Kaggle or Zenodo data set (default: generate the demo set)")
     rn.add_argument("run_dir", type=_folder)
     _runs_options(rn, preset="demo")
-    rn.add_argument("--demo-clips", type=int, default=100, help="curated clips of the generated demo set")
+    rn.add_argument("--demo-clips", type=int, default=DemoConfig.clips, help="curated clips of the generated demo set")
+    rn.add_argument("--demo-classes", type=int, default=DemoConfig.num_classes,
+                    help="classes of the generated demo set (the first N of its vocabulary)")
+    _keep_provided_option(rn)
     rn.set_defaults(func=_run)
 
     sw = sub.add_parser("sweep", help="Ray Tune with ASHA over R and the augmentation strength")

@@ -61,6 +61,12 @@ class StreamConfig:
     compute: str = "actors"
     """'actors': an actor pool per pass (start-up paid once per pass, right for long passes);
     'tasks': pooled Ray worker processes reused across passes (right for short passes)."""
+    crop_s: float | None = None
+    """Training examples longer than this many seconds are cut to a random excerpt of it, after
+    mixup and before the features (None: whole examples, as in the report). Models trained on
+    crops score long clips as the mean over windows of this length (see ``ray_tagger.scoring``)."""
+    audio_cache_mb: float = 1024
+    """Decoded audio each pipeline process keeps across passes (MB; 0: decode every pass)."""
     cpu_limit: float | None = None
     """CPUs one Train worker's stream may use at once, its actors and its Parquet reads together
     (Ray Data ``resource_limits``), so concurrent runs' pipelines do not starve each other;
@@ -100,6 +106,24 @@ class SystemConfig:
     """Curated oversampling factors of the final models (one model per R and split)."""
     final_splits: tuple[int, ...] = (0, 1, 2)
     """Relabelled splits the final models train on."""
+    relabel_min_gain: float = 0.1
+    """Relabel only when the relabelling ensemble's held-out curated lwlrap is at least chance + this."""
+    relabel_max_drop: float = 0.5
+    """Relabel only when the thresholds would drop at most this share of the noisy excerpts."""
+    relabel_on_failure: str = "stop"
+    """When a check above fails: 'stop' (an error, nothing relabelled) or 'keep_provided' (provided labels kept)."""
+
+    GUARD_FIELDS = ("relabel_min_gain", "relabel_max_drop", "relabel_on_failure")
+    """Fields that decide whether relabelling may proceed, not what any model learns: changing them
+    after a refusal resumes the same run (they are left out of :meth:`identity`)."""
+
+    def __post_init__(self) -> None:
+        if self.relabel_on_failure not in ("stop", "keep_provided"):
+            raise ValueError(f"system.relabel_on_failure must be 'stop' or 'keep_provided', got {self.relabel_on_failure!r}")
+
+    def identity(self) -> dict:
+        """:meth:`to_dict` without :attr:`GUARD_FIELDS`: what a run folder's inputs are compared on."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.GUARD_FIELDS}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from .batching import collate
 from .config import _build
 from .decode import decode, to_float
 from .features import FeatureConfig, normalized_clips
 from .model import CRNN, ModelConfig
 from .normalization import NormStats
+from .scoring import score_features, window_frames
 from .splits import excerpt_id
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ def check_members(metas: list[dict]) -> None:
     """Members must share classes, features and statistics (else their scores do not average)."""
     first = metas[0]
     for m in metas[1:]:
-        for key in ("classes", "features", "stats"):
-            if m[key] != first[key]:
+        for key in ("classes", "features", "stats", "crop_s"):
+            if m.get(key) != first.get(key):
                 raise ValueError(f"ensemble members disagree on {key}: run {first.get('run')} vs {m.get('run')}")
 
 
@@ -108,6 +108,7 @@ class EnsembleScorer:
         self.features = FeatureConfig(**meta["features"])
         self.stats = NormStats.from_json(meta["stats"])
         self.logmel = LogMel(self.features)
+        self.window = window_frames(meta.get("crop_s"), self.features)
         self.kind, self.audio_format, self.splits = kind, audio_format, splits or []
 
     def _waves(self, rows: list[dict]) -> tuple[list[str], list[np.ndarray]]:
@@ -130,19 +131,8 @@ class EnsembleScorer:
         return keys, waves
 
     def scores(self, waves: list[np.ndarray]) -> np.ndarray:
-        """``B waves (T_b,) -> (B, M, K)`` eval-mode scores, computed in length-sorted batches."""
-        import torch
-
-        feats = normalized_clips(self.logmel, self.stats, waves)
-        with torch.no_grad():
-            out = np.zeros((len(feats), len(self.models), self.models[0].config.n_classes), np.float32)
-            order = np.argsort([f.shape[1] for f in feats], kind="stable")
-            for i in range(0, len(order), BATCH):
-                idx = order[i: i + BATCH]
-                x, lengths, _ = collate([feats[j] for j in idx], np.zeros((len(idx), 1), np.float32))
-                for m, model in enumerate(self.models):
-                    out[idx, m] = model(x, lengths).numpy()
-        return out
+        """``B waves (T_b,) -> (B, M, K)`` eval-mode scores (:func:`~ray_tagger.scoring.score_features`)."""
+        return score_features(self.models, normalized_clips(self.logmel, self.stats, waves), self.window, batch_size=BATCH)
 
     def __call__(self, batch: pa.Table) -> dict:
         keys, waves = self._waves(batch.to_pylist())

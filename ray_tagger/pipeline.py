@@ -4,9 +4,10 @@
 
 RUN_DIR holds ``demo-data/`` (without DATA_DIR), ``shards/``, ``relabel/``, ``final/``,
 ``predictions/`` (``submission.csv``, ``test_scores.npz`` with every member's scores),
-``results.json``, ``plots/`` and ``run.json`` (the inputs and the preset). An interrupted run
-resumes: prepare is idempotent, finished training runs are not retrained, unfinished ones
-resume from their checkpoints, and later stages redo only what they have not written.
+``baseline/`` (the classical baseline's pooled features and ``baseline.json``), ``results.json``,
+``plots/`` and ``run.json`` (the inputs and the preset). An interrupted run resumes: prepare is
+idempotent, finished training runs are not retrained, unfinished ones resume from their
+checkpoints, and later stages redo only what they have not written.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def run(
     preset: str,
     placement: Placement = Placement(),
     concurrency: int | None = None,
-    demo_clips: int = 100,
+    demo_clips: int = 240,
+    demo_classes: int | None = None,
 ) -> dict:
     """Run (or resume) the whole system into ``run_dir``; returns ``results.json``'s content (or the
     prediction summary when the test clips have no labels)."""
@@ -76,10 +78,10 @@ def run(
         if (data_dir / "demo_info.json").is_file():
             log.info("demo data set exists in %s", data_dir)
         else:
-            generate(data_dir, DemoConfig(clips=demo_clips))
+            generate(data_dir, DemoConfig(clips=demo_clips, num_classes=demo_classes or DemoConfig.num_classes))
     data_dir = Path(data_dir).resolve()
     _write_or_check(run_dir / "run.json", {"data_dir": str(data_dir), "preset": preset, "job": job.to_dict(),
-                                           "system": system.to_dict(), "ray_tagger_version": __version__})
+                                           "system": system.identity(), "ray_tagger_version": __version__})
     shards = run_dir / "shards"
     _stage(2, f"prepare {data_dir} → {shards}")
     splits = max(max(system.relabel_splits + system.final_splits) + 1, 3)  # at least the report's 3 splits
@@ -88,7 +90,8 @@ def run(
     log.info("shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
     _stage(3, f"relabel ({len(system.relabel_splits)} splits × {len(system.relabel_folds)} folds, R={system.relabel_R})")
     relabel(shards, run_dir / "relabel", job, system, placement, concurrency)
-    print(format_changes(run_dir / "relabel"), flush=True)
+    noisy_truth = data_dir.parent / f"{data_dir.name}-noisy-truth.csv"  # the demo set's planted truth
+    print(format_changes(run_dir / "relabel", noisy_truth if noisy_truth.is_file() else None), flush=True)
     _stage(4, f"final ensemble (R ∈ {list(system.final_R)} × splits {list(system.final_splits)})")
     info = ensemble(shards, run_dir / "final", run_dir / "relabel", job, system, placement, concurrency)
     _stage(5, "predict the test clips")
@@ -111,9 +114,11 @@ def run(
     if truth is None:
         log.info("the test clips have no labels: submission in %s, nothing to evaluate", pred / "submission.csv")
         return {"submission": str(pred / "submission.csv")}
+    from .baseline import fit_baselines
     from .metrics import lwlrap
 
-    rows = results_table(truth, scores, info["runs"])
+    baselines = fit_baselines(shards, run_dir / "baseline", fnames, truth, job.features)
+    rows = results_table(truth, scores, info["runs"], baselines)
     overall, per_class_arr = lwlrap(truth, scores.mean(1))
     per_class = dict(zip(classes, map(float, per_class_arr)))
     plot_per_class(per_class, dict(zip(classes, truth.sum(0).astype(int).tolist())), plots / "per_class_lwlrap.png",

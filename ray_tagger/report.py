@@ -1,6 +1,7 @@
 """What a finished ``run`` shows a person: the results table and three plots.
 
-- ``results.json`` / the printed table: chance, every final model, the ensembles by R and all.
+- ``results.json`` / the printed table: chance, the classical baselines (:mod:`ray_tagger.baseline`),
+  every final model, the ensembles by R and all.
 - ``plots/training_curves.png``: loss (and held-out lwlrap) of every relabelling and final run.
 - ``plots/per_class_lwlrap.png``: per-class lwlrap of the final ensemble on the test clips.
 - ``plots/relabel_changes.png``: labels added and removed per class, excerpts dropped.
@@ -28,12 +29,15 @@ def chance_lwlrap(truth: np.ndarray, seed: int = 0) -> float:
     return float(np.mean([lwlrap(truth, rng.random(truth.shape))[0] for _ in range(CHANCE_DRAWS)]))
 
 
-def results_table(truth: np.ndarray, scores: np.ndarray, runs: list[dict]) -> list[dict]:
-    """Rows ``{name, models, lwlrap}``: chance, each member, the ensemble of each R, all members.
+def results_table(truth: np.ndarray, scores: np.ndarray, runs: list[dict],
+                  baselines: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Rows ``{name, models, lwlrap}``: chance, each baseline, each member, the ensemble of each R, all members.
 
-    ``truth (N, K)``, ``scores (N, M, K)`` per member, ``runs`` M dicts with ``name`` and ``R``.
+    ``truth (N, K)``, ``scores (N, M, K)`` per member, ``runs`` M dicts with ``name`` and ``R``,
+    ``baselines`` name → ``(N, K)`` scores of a model that is not a member (``models`` 0, like chance).
     """
     rows = [{"name": "chance (random scores)", "models": 0, "lwlrap": chance_lwlrap(truth)}]
+    rows += [{"name": name, "models": 0, "lwlrap": lwlrap(truth, s)[0]} for name, s in (baselines or {}).items()]
     for m, run in enumerate(runs):
         rows.append({"name": f"single model {run['name']}", "models": 1, "lwlrap": lwlrap(truth, scores[:, m])[0]})
     for R in sorted({r["R"] for r in runs}):
@@ -45,12 +49,14 @@ def results_table(truth: np.ndarray, scores: np.ndarray, runs: list[dict]) -> li
 
 
 def format_table(rows: list[dict]) -> str:
-    """The rows of :func:`results_table`, the single models folded into the best one."""
+    """The rows of :func:`results_table`, the single models folded into the best one, shown after the
+    rows without members (chance, baselines) and before the ensembles."""
     singles = [r for r in rows if r["models"] == 1]
     shown = [r for r in rows if r["models"] != 1]
     if singles:
         best = max(singles, key=lambda r: r["lwlrap"])
-        shown.insert(1, {**best, "name": f"best single model ({best['name'].split()[-1]}, of {len(singles)})"})
+        at = next((i for i, r in enumerate(shown) if r["models"] > 1), len(shown))
+        shown.insert(at, {**best, "name": f"best single model ({best['name'].split()[-1]}, of {len(singles)})"})
     width = max(len(r["name"]) for r in shown)
     lines = [f"{'':{width}s}  models  test lwlrap", *(f"{r['name']:{width}s}  {r['models']:6d}  {r['lwlrap']:.4f}" for r in shown)]
     return "\n".join(lines)

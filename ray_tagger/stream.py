@@ -124,7 +124,8 @@ class MixFeaturize:
     """
 
     def __init__(self, spec: StreamSpec, mode: str, classes: list[str], stats: NormStats, features: FeatureConfig,
-                 mixup_config: MixupConfig, audio_format: str, seed: int, run: str, clock=None):
+                 mixup_config: MixupConfig, audio_format: str, seed: int, run: str, clock=None,
+                 crop_s: float | None = None, audio_cache_mb: float = 0):
         import torch
 
         from .features import LogMel
@@ -137,6 +138,8 @@ class MixFeaturize:
         self.epoch = ray.get(clock.get.remote()) if clock is not None else 0
         self.relabel = _relabel_table(spec.relabeled)
         self.logmel = LogMel(features)
+        self.crop = None if crop_s is None else int(round(crop_s * features.sample_rate))
+        self.audio = AudioCache(audio_cache_mb, audio_format)
 
     def __call__(self, batch: pa.Table) -> dict:
         rows = batch.to_pylist()
@@ -144,7 +147,7 @@ class MixFeaturize:
         if not items:
             return {"key": np.array([], dtype=object), "features": np.array([], dtype=object),
                     "frames": np.array([], np.int64), "targets": np.zeros((0, len(self.index)), np.float32)}
-        audio = {r["clip_id"]: to_float(decode(r["audio"], self.audio_format)) for r in rows}
+        audio = {r["clip_id"]: self.audio.get(r["clip_id"], r["audio"]) for r in rows}
         waves = [audio[i.clip_id][i.start: i.stop] for i in items]
         targets = n_hot([i.labels for i in items], self.index)
         if self.mode == "train":
@@ -152,6 +155,8 @@ class MixFeaturize:
             waves, targets = self._mix(items, waves, targets, rng)
             order = rng.permutation(len(items))
             items, waves, targets = [items[i] for i in order], [waves[i] for i in order], targets[order]
+            if self.crop is not None:
+                waves = [random_crop(w, self.crop, rng) for w in waves]
         feats = normalized_clips(self.logmel, self.stats, waves)
         out = np.empty(len(feats), dtype=object)
         out[:] = feats
@@ -168,6 +173,45 @@ class MixFeaturize:
                 for j, k in enumerate(idx):
                     waves[k], targets[k] = mixed[j], mixed_targets[j]
         return waves, targets
+
+
+def random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """``(T,) -> (min(T, length),)``: a uniformly placed excerpt of ``length`` samples (the whole
+    wave when it is not longer). Mixed examples are cropped after mixup, so a crop may hold the
+    partner alone; the targets stay the union (the label rule of the report's mixup)."""
+    if len(wave) <= length:
+        return wave
+    start = int(rng.integers(0, len(wave) - length + 1))
+    return wave[start: start + length]
+
+
+class AudioCache:
+    """Decoded clips (float32) kept across passes up to ``limit_mb``, oldest first out. Decoding
+    FLAC is a fifth of a pool's cost; a pipeline process that sees a clip again (every pass, with
+    pooled tasks) takes it from here. ``limit_mb = 0`` keeps nothing."""
+
+    def __init__(self, limit_mb: float, audio_format: str):
+        from collections import OrderedDict
+
+        self.limit, self.audio_format = limit_mb * 1024**2, audio_format
+        self.clips: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.bytes, self.hits, self.misses = 0, 0, 0
+
+    def get(self, clip_id: str, encoded: bytes) -> np.ndarray:
+        """``-> (T,)`` float32 samples of the clip; callers must not modify them (nothing in the stream
+        does: mixup, crops and features make new arrays or read-only views)."""
+        if clip_id in self.clips:
+            self.hits += 1
+            self.clips.move_to_end(clip_id)
+            return self.clips[clip_id]
+        self.misses += 1
+        wave = to_float(decode(encoded, self.audio_format))
+        if wave.nbytes <= self.limit:
+            self.clips[clip_id] = wave
+            self.bytes += wave.nbytes
+            while self.bytes > self.limit:
+                self.bytes -= self.clips.popitem(last=False)[1].nbytes
+        return wave
 
 
 def configure_data_context(block_bytes: int = 8 * 1024**2, progress_bars: bool = False) -> None:
@@ -254,7 +298,8 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
         ds = ds.map_batches(_select, fn_kwargs={"rank": spec.rank, "world": spec.world}, batch_format="pyarrow")
     kwargs = {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
-              "clock": clock}
+              "clock": clock, "crop_s": config.stream.crop_s if mode == "train" else None,
+              "audio_cache_mb": config.stream.audio_cache_mb}
     size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":
         key = content_key(repr((sorted((k, repr(v)) for k, v in kwargs.items() if k != "clock"))))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import queue
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from .config import TrainJobConfig
 from .loss import bce_loss
 from .metrics import lwlrap
 from .model import CRNN
+from .scoring import score_features, window_frames
 from .specaugment import SpecAugment
 from .splits import content_key, excerpt_id
 from .stream import EpochClock, StreamSpec, configure_data_context, execution_options, pipeline_cpus, shard_meta, stream
@@ -65,16 +68,59 @@ def _as_examples(b: dict):
                       (b["features"][i], b["targets"][i]))
 
 
-def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_buffer: int):
-    """Endless examples from this worker's stream; each pass is announced as a new epoch."""
-    epoch = first_epoch
-    while True:
-        ray.get(clock.set.remote(epoch))
-        state["epoch"] = epoch
-        for b in shard.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_buffer_size=shuffle_buffer,
-                                    local_shuffle_seed=(seed + epoch) % 2**31):
-            yield from _as_examples(b)
-        epoch += 1
+PREFETCH = 256
+"""Examples read ahead of the model step, so the next pass starts (a new Ray Data execution: a
+few seconds) while the model still trains on the end of the last one."""
+
+
+def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_buffer: int, prefetch: int = PREFETCH):
+    """Endless examples from this worker's stream; each pass is announced as a new epoch.
+
+    A reader thread iterates the passes back to back into a bounded queue; ``state["epoch"]``
+    is the pass of the example last handed out. The order is the stream's (one reader).
+    """
+    queue_: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                queue_.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        epoch = first_epoch
+        try:
+            while not stop.is_set():
+                ray.get(clock.set.remote(epoch))
+                batches = iter(shard.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_seed=(seed + epoch) % 2**31,
+                                                  local_shuffle_buffer_size=shuffle_buffer))
+                try:
+                    for b in batches:
+                        for example in _as_examples(b):
+                            if not put((epoch, example)):
+                                return
+                finally:
+                    getattr(batches, "close", lambda: None)()  # stops the pass's execution when training ends in it
+                epoch += 1
+        except BaseException as e:  # noqa: BLE001 - handed to the training loop, which raises it
+            put((None, e))
+
+    reader = threading.Thread(target=read, name="train-stream-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            epoch, item = queue_.get()
+            if epoch is None:
+                raise item
+            state["epoch"] = epoch
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=30)
 
 
 def _plain_examples(shard):
@@ -83,11 +129,18 @@ def _plain_examples(shard):
         yield from _as_examples(b)
 
 
-def _val_batches(shard, batch_size: int = 32) -> list:
-    """The held-out fold in length order, ``[(x, lengths, y)]``; small enough to keep in memory."""
-    rows = sorted(_plain_examples(shard), key=lambda e: e.length)
-    chunks = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
-    return [collate([e.data[0] for e in c], np.stack([e.data[1] for e in c])) for c in chunks]
+def _val_set(shard) -> tuple[list[np.ndarray], np.ndarray]:
+    """The held-out fold: ``N`` features ``(F, N_b)`` and ``(N, K)`` truth; small enough to keep in memory."""
+    rows = list(_plain_examples(shard))
+    return [e.data[0] for e in rows], np.stack([e.data[1] for e in rows])
+
+
+def val_lwlrap(model: torch.nn.Module, val: tuple[list[np.ndarray], np.ndarray], window: int | None, device) -> float:
+    """Held-out lwlrap of ``model`` scored as ``predict`` and ``tag`` score (windows when trained on crops)."""
+    feats, truth = val
+    scores = score_features([model], feats, window, device, batch_size=32)[:, 0]
+    model.train()
+    return lwlrap(truth, scores)[0]
 
 
 def _bn_batches(shard, batch: BatchConfig, limit: int | None):
@@ -98,17 +151,6 @@ def _bn_batches(shard, batch: BatchConfig, limit: int | None):
         if limit is not None and i >= limit:
             return
         yield collate([e.data[0] for e in examples], np.stack([e.data[1] for e in examples]))
-
-
-def predict(model: torch.nn.Module, batches, device) -> tuple[np.ndarray, np.ndarray]:
-    """``[(x, lengths, y)] -> (N, K) scores, (N, K) truth`` in eval mode."""
-    model.eval()
-    scores, truth = [], []
-    with torch.no_grad():
-        for x, lengths, y in batches:
-            scores.append(model(x.to(device), lengths.to(device)).cpu().numpy())
-            truth.append(y.numpy())
-    return np.concatenate(scores), np.concatenate(truth)
 
 
 def _save(path: Path, base, opt, swa, gen, state) -> None:
@@ -148,6 +190,7 @@ def train_loop(cfg: dict) -> None:
     examples = _examples(ray.train.get_dataset_shard(f"train_{rank}"), cfg["clocks"][rank], state["epoch"] + 1, state, seed,
                          job.stream.shuffle_buffer)
     augment = SpecAugment(job.specaugment)
+    score_window = window_frames(job.stream.crop_s, job.features)
     val = None
     metrics_path = Path(cfg["run_dir"]) / "metrics.jsonl"
     window, t0 = [], time.perf_counter()
@@ -191,8 +234,8 @@ def train_loop(cfg: dict) -> None:
                            "swa_snapshots": swa.snapshots, "resumed_from": resumed_from, "dropped_examples": composer.stats.dropped,
                            "time": time.time()}
                 if cfg["holdout"] and rank == 0 and (it % r.validate_every == 0):
-                    val = val or _val_batches(ray.train.get_dataset_shard("val"))
-                    metrics["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
+                    val = val or _val_set(ray.train.get_dataset_shard("val"))
+                    metrics["val_lwlrap"] = val_lwlrap(base, val, score_window, device)
                 report(metrics, checkpoint=ckpt_due)
                 if rank == 0:
                     log.info("iteration %d/%d  loss %.4f  %.1f clips/s%s", it, o.iterations, metrics["loss"], metrics["clips_per_s"],
@@ -200,6 +243,7 @@ def train_loop(cfg: dict) -> None:
                 window, t0 = [], time.perf_counter()
             if it >= o.iterations:
                 break
+    examples.close()  # ends the reader thread and its pass
     final = {"iteration": state["iteration"], "swa_snapshots": swa.snapshots, "resumed_from": resumed_from,
              "final": True, "time": time.time()}
     if rank == 0:
@@ -208,8 +252,8 @@ def train_loop(cfg: dict) -> None:
         bn = _bn_batches(ray.train.get_dataset_shard("plain"), job.batch, o.bn_refresh_batches)
         final["bn_refresh_batches"] = refresh_batchnorm(base, bn, lambda m, b: m(b[0].to(device), b[1].to(device)))
         if cfg["holdout"]:
-            val = val or _val_batches(ray.train.get_dataset_shard("val"))
-            final["val_lwlrap"] = lwlrap(*predict(base, val, device)[::-1])[0]
+            val = val or _val_set(ray.train.get_dataset_shard("val"))
+            final["val_lwlrap"] = val_lwlrap(base, val, score_window, device)
     report(final, checkpoint=True, final=True)
 
 
@@ -303,7 +347,7 @@ def train(
         blob = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
     torch.save({"model": blob["model"], "model_config": dataclasses.asdict(job.model), "classes": classes,
                 "features": dataclasses.asdict(job.features), "stats": stats.to_json(), "run": run,
-                "split": split, "fold": fold, "R": job.stream.R}, run_dir / "model.pt")
+                "split": split, "fold": fold, "R": job.stream.R, "crop_s": job.stream.crop_s}, run_dir / "model.pt")
     summary = {"run_dir": str(run_dir), "iterations": blob["iteration"], "swa_snapshots": int(blob["swa"]["n_averaged"].item()),
                "final_metrics": result.metrics, "model": str(run_dir / "model.pt"), "started": started, "finished": time.time()}
     summary_path.write_text(json.dumps(summary, indent=1, default=float))

@@ -43,12 +43,13 @@ def tiny_kaggle(root: Path) -> dict[str, list[tuple[str, str]]]:
     return rows
 
 
-def demo_shards(root: Path, clips: int, seed: int = 0) -> Path:
-    """A demo data set in ``root/data`` (test labels beside it) prepared into ``root/shards``;
-    needs a Ray session."""
+def demo_shards(root: Path, clips: int, seed: int = 0, classes: int = 8) -> Path:
+    """A demo data set of the first ``classes`` demo classes in ``root/data`` (test labels beside it)
+    prepared into ``root/shards``; needs a Ray session. The tests' tiny models learn 8 classes from a
+    few dozen clips in a few hundred iterations; the whole vocabulary is for the demo preset."""
     from ray_tagger.demo_data import DemoConfig, generate
     from ray_tagger.prepare import PrepareConfig, prepare
 
-    generate(root / "data", DemoConfig(clips=clips, seed=seed))
+    generate(root / "data", DemoConfig(clips=clips, seed=seed, num_classes=classes))
     prepare(root / "data", root / "shards", PrepareConfig())
     return root / "shards"

@@ -11,6 +11,8 @@ from ray_tagger.bench import sharing
 from ray_tagger.bench.sharing import Measurement, RunRate, project, stage_seconds, steady_rate
 from ray_tagger.cli import build_parser
 
+pytestmark = pytest.mark.e2e  # trains models through the CLI (see pyproject.toml)
+
 
 def test_steady_rate_skips_the_final_report(tmp_path):
     path = tmp_path / "metrics.jsonl"

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # trains models through the CLI (see pyproject.toml)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

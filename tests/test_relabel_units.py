@@ -99,3 +99,23 @@ def test_results_table_ensembles_and_chance():
     assert chance_lwlrap(np.eye(4)[np.arange(400) % 4]) == pytest.approx(25 / 48, abs=0.01)
     text = format_table(list(rows.values()))
     assert "best single model (a, of 3)" in text and "single model b" not in text
+
+
+def test_relabel_check_defaults_and_they_are_not_part_of_a_run_identity():
+    system = SystemConfig()
+    assert (system.relabel_min_gain, system.relabel_max_drop, system.relabel_on_failure) == (0.1, 0.5, "stop")
+    assert set(system.to_dict()) - set(system.identity()) == set(SystemConfig.GUARD_FIELDS)
+    assert resolve_system("paper", ["system.relabel_max_drop=0.8"]).relabel_max_drop == 0.8
+
+
+def test_keep_provided_labels_flag_maps_to_relabel_on_failure():
+    from ray_tagger.cli import _keep_provided, build_parser
+
+    def parsed(*argv: str) -> SystemConfig:
+        args = build_parser().parse_args(list(argv))
+        return resolve_system(args.preset, args.set, _keep_provided(args))
+
+    assert parsed("relabel", "shards", "out").relabel_on_failure == "stop"
+    assert parsed("relabel", "shards", "out", "--keep-provided-labels").relabel_on_failure == "keep_provided"
+    assert parsed("run", "out", "--keep-provided-labels").relabel_on_failure == "keep_provided"
+    assert parsed("run", "out", "--keep-provided-labels", "--set", "system.relabel_on_failure=stop").relabel_on_failure == "stop"

@@ -12,6 +12,8 @@ import pytest
 from ray_tagger.config import resolve, resolve_system
 from tests.datasets import demo_shards
 
+pytestmark = pytest.mark.e2e  # trains models through the CLI (see pyproject.toml)
+
 ITERATIONS = 60
 
 

@@ -23,6 +23,8 @@ import pytest
 
 from ray_tagger.metrics import lwlrap
 
+pytestmark = pytest.mark.e2e  # trains models through the CLI (see pyproject.toml)
+
 CLIPS = 60
 TOLERANCE = 0.03
 """How far the final ensemble's test lwlrap may fall below the best single model's."""
@@ -38,7 +40,7 @@ def _cli(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
 
 
 def _run_cmd(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "ray_tagger", "run", str(run_dir), "--preset", "tiny", "--demo-clips", str(CLIPS),
+    return [sys.executable, "-m", "ray_tagger", "run", str(run_dir), "--preset", "tiny", "--demo-clips", str(CLIPS), "--demo-classes", "8",
             "--concurrency", "2"]
 
 

@@ -19,6 +19,8 @@ import pytest
 from ray_tagger.metrics import lwlrap
 from tests.datasets import demo_shards
 
+pytestmark = pytest.mark.e2e  # trains models through the CLI (see pyproject.toml)
+
 ITERATIONS = 300
 
 
@@ -57,7 +59,7 @@ def test_two_ddp_workers_learn_clearly_better_than_chance(ddp_run, shards):
     import torch
 
     from ray_tagger.model import CRNN, ModelConfig
-    from ray_tagger.train import predict
+    from ray_tagger.scoring import score_features
 
     run_dir, done = ddp_run
     assert "trained 300 iterations" in done.stdout
@@ -72,11 +74,11 @@ def test_two_ddp_workers_learn_clearly_better_than_chance(ddp_run, shards):
     blob = torch.load(run_dir / "model.pt", weights_only=False)
     model = CRNN(ModelConfig(**{k: tuple(map(tuple, v)) if k == "blocks" else v for k, v in blob["model_config"].items()}))
     model.load_state_dict(blob["model"])
-    fold0 = _batches(shards, "curated", blob["classes"], lambda r: r["fold"] == 0)
-    assert abs(lwlrap(*predict(model, fold0, "cpu")[::-1])[0] - final["val_lwlrap"]) < 1e-6
+    feats, y = _features(shards, "curated", blob["classes"], lambda r: r["fold"] == 0)
+    assert abs(lwlrap(y, score_features([model], feats, None)[:, 0])[0] - final["val_lwlrap"]) < 1e-6
     truth = _truth(shards.parent / "data-test-labels.csv")
-    test = _batches(shards, "test", blob["classes"], lambda r: True, truth)
-    scores, y = predict(model, test, "cpu")
+    feats, y = _features(shards, "test", blob["classes"], lambda r: True, truth)
+    scores = score_features([model], feats, None)[:, 0]
     ours = lwlrap(y, scores)[0]
     rng = np.random.default_rng(0)
     chance = np.mean([lwlrap(y, rng.random(y.shape))[0] for _ in range(20)])
@@ -91,12 +93,12 @@ def _truth(path: Path) -> dict[str, list[str]]:
         return {r["fname"]: r["labels"].split(",") for r in csv.DictReader(f)}
 
 
-def _batches(shards: Path, source: str, classes: list[str], keep, truth: dict | None = None):
-    """Un-augmented batches of one source, computed here from the shards (not via the stream)."""
+def _features(shards: Path, source: str, classes: list[str], keep, truth: dict | None = None):
+    """Un-augmented features ``[(F, N)]`` and ``(N, K)`` targets of one source, computed here from
+    the shards (not via the stream)."""
     import pyarrow.parquet as pq
     import torch
 
-    from ray_tagger.batching import collate
     from ray_tagger.decode import decode, to_float
     from ray_tagger.features import LogMel
     from ray_tagger.normalization import NormStats
@@ -110,7 +112,7 @@ def _batches(shards: Path, source: str, classes: list[str], keep, truth: dict | 
         feats.append(stats.normalize(logmel.clip(wave)).numpy())
         labels = truth[r["clip_id"]] if truth is not None else r["labels"]
         targets[i, [classes.index(c) for c in labels]] = 1
-    return [collate(feats[i: i + 8], targets[i: i + 8]) for i in range(0, len(rows), 8)]
+    return feats, targets
 
 
 def test_same_seed_and_workers_give_the_same_loss_trace(ddp_run, shards, tmp_path):

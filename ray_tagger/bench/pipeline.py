@@ -16,9 +16,13 @@ driver counts what arrives.
   item (``batch_size=None``), ``num_workers=N``, ``persistent_workers=False`` (worker start-up is
   paid per pass, like the actor pool's), one ``MixFeaturize`` per worker process, built lazily.
 
-Every pass of either side uses its own epoch (fresh mixup draws). The order is: untimed
+* **bare**: the same ``MixFeaturize`` calls over the same pools in this process on one thread,
+  no Ray, no worker processes, no transfers: the bare compute cost of the work. Each side's
+  examples/s per CPU is reported as a ratio to it (1.0 would be a pipeline without overhead).
+
+Every pass of every side uses its own epoch (fresh mixup draws). The order is: untimed
 warm-up (one pool through ``MixFeaturize`` in this process, which also puts the files in the
-page cache; one Ray Data read of the shards), Ray, DataLoader, Ray again; Ray is reported
+page cache; one Ray Data read of the shards), Ray, DataLoader, Ray again, bare; Ray is reported
 pooled over its two runs (total examples / total seconds), and both runs are printed, so
 drift (other load on the machine) shows.
 
@@ -168,6 +172,8 @@ class PipelineBench:
     """Both Ray runs pooled: rates are total / total, time to first example the mean of all its passes."""
     ratio: float
     """Ray / DataLoader examples per second."""
+    bare: Side
+    """The same work in one process on one thread (the bare compute cost)."""
     counts_match: bool
     """Every pass of every run delivered the same number of examples."""
     ray_cpus: float
@@ -221,6 +227,28 @@ def ray_run(ds: ray.data.Dataset, clock, passes: int, hop_s: float, name: str = 
     for epoch in range(passes):
         ray.get(clock.set.remote(epoch))
         out.append(_time_pass(epoch, lambda: ds.iter_batches(batch_size=ITER_BATCH, batch_format="numpy"), hop_s))
+    return Side(name, tuple(out))
+
+
+# -- the bare compute cost -----------------------------------------------------------------------
+
+
+def bare_run(pools: list[pa.Table], kwargs: dict, passes: int, hop_s: float, first_epoch: int = 0,
+             name: str = "bare (1 process)") -> Side:
+    """The same work in this process on one thread: ``MixFeaturize`` over every pool, ``passes``
+    times (epochs ``first_epoch + k``), with no Ray, no processes and no transfers. Its
+    examples/s is what one CPU can do; every side's examples/s per CPU is judged against it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        fn = MixFeaturize(**kwargs)  # sets torch's threads to 1 in this process
+        out = []
+        for k in range(passes):
+            fn.epoch = first_epoch + k
+            out.append(_time_pass(fn.epoch, lambda: (fn(p) for p in pools), hop_s))
+    finally:
+        torch.set_num_threads(threads)
     return Side(name, tuple(out))
 
 
@@ -378,7 +406,7 @@ def measure(
     run = run_name(spec, config)
     kwargs = {"spec": spec, "mode": "train", "classes": classes, "stats": stats, "features": config.features,
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
-              "clock": None}
+              "clock": None, "crop_s": config.stream.crop_s, "audio_cache_mb": config.stream.audio_cache_mb}
     start, load_before = time.perf_counter(), _load()
 
     # untimed warm-up: page cache and imports here, Ray Data's read path in its workers
@@ -408,6 +436,8 @@ def measure(
         loader = loader_run(dataset, workers, passes, hop_s)
         say(f"bench pipeline: Ray Data #2 ({passes} passes, {workers} {compute})")
         ray2 = ray_run(ds, clock, passes, hop_s, "Ray Data #2")
+        say(f"bench pipeline: bare compute ({passes} passes in this process, one thread)")
+        bare = bare_run(pools, kwargs, passes, hop_s)
         gpu, note = None, "n/a (no CUDA device)"
         if torch.cuda.is_available():
             say(f"bench pipeline: GPU busy fraction ({gpu_steps} train steps on the Ray stream)")
@@ -418,12 +448,12 @@ def measure(
     finally:
         ctx.execution_options = saved
     ray_mean = Side("Ray Data (mean)", ray1.passes + ray2.passes)
-    counts = set(ray_mean.examples_per_pass + loader.examples_per_pass)
+    counts = set(ray_mean.examples_per_pass + loader.examples_per_pass + bare.examples_per_pass)
 
     return PipelineBench(
         shards=str(shards_dir), workers=workers, passes=passes, preset=preset, R=R, compute=compute,
         pool_size=config.stream.pool_size, classes=len(classes), ray_runs=(ray1, ray2), loader=loader, ray=ray_mean,
-        ratio=ray_mean.examples_per_s / loader.examples_per_s, counts_match=len(counts) == 1, ray_cpus=ray_cpus,
+        ratio=ray_mean.examples_per_s / loader.examples_per_s, bare=bare, counts_match=len(counts) == 1, ray_cpus=ray_cpus,
         ray_cpu_limit=cpu_limit, loader_start_method=LOADER_START_METHOD, gpu=gpu, gpu_note=note,
         wall_s=time.perf_counter() - start, load=(load_before, _load()),
     )
@@ -444,13 +474,13 @@ def format_report(b: PipelineBench) -> str:
         f"versions: ray {ray.__version__}, torch {torch.__version__}, python {platform.python_version()}",
         f"date: {b.date}, load average (1 min) {b.load[0]:.2f} before, {b.load[1]:.2f} after",
         f"command: {b.command}",
-        "order: warm-up (untimed), Ray Data #1, DataLoader, Ray Data #2; Ray = both runs pooled",
+        "order: warm-up (untimed), Ray Data #1, DataLoader, Ray Data #2, bare; Ray = both runs pooled",
         "",
     ]
     head = (f"{'':16s} {'seconds':>8s} {'examples/s':>11s} {'src clips/s':>12s} {'audio-s/s':>10s} "
             f"{'1st ex s':>9s} {'examples/pass':>14s}")
     lines += [head, "-" * len(head)]
-    for s in (*b.ray_runs, b.ray, b.loader):
+    for s in (*b.ray_runs, b.ray, b.loader, b.bare):
         per_pass = "/".join(str(n) for n in dict.fromkeys(s.examples_per_pass))
         lines.append(f"{s.name:16s} {s.seconds:8.2f} {s.examples_per_s:11.1f} {s.source_clips_per_s:12.1f} "
                      f"{s.audio_s_per_s:10.1f} {s.first_example_s:9.2f} {per_pass:>14s}")
@@ -462,11 +492,15 @@ def format_report(b: PipelineBench) -> str:
     lines.append(f"ratio Ray/DataLoader: {b.ratio:.2f}x examples/s, {r.source_clips_per_s / d.source_clips_per_s:.2f}x "
                  f"source clips/s, {r.audio_s_per_s / d.audio_s_per_s:.2f}x audio-s/s; "
                  f"time to first example {r.first_example_s:.2f} s vs {d.first_example_s:.2f} s")
+    lines.append(f"examples/s per CPU (bare: 1 CPU; Ray Data: its {b.workers} {b.compute}, reads excluded; DataLoader: "
+                 f"{b.workers} workers): bare {b.bare.examples_per_s:.1f}, Ray Data {b.ray.examples_per_s / b.workers:.1f} "
+                 f"({b.ray.examples_per_s / b.workers / b.bare.examples_per_s:.2f}x bare), DataLoader "
+                 f"{b.loader.examples_per_s / b.workers:.1f} ({b.loader.examples_per_s / b.workers / b.bare.examples_per_s:.2f}x bare)")
     if b.counts_match:
         lines.append(f"examples per pass: {b.examples_per_pass} on both sides (every pass of every run)")
     else:
         lines.append("examples per pass: MISMATCH - Ray #1 {} / Ray #2 {} / DataLoader {}".format(
-            *(list(s.examples_per_pass) for s in (*b.ray_runs, b.loader))))
+            *(list(s.examples_per_pass) for s in (*b.ray_runs, b.loader))) + f" / bare {list(b.bare.examples_per_pass)}")
     lines.append("examples/s is the trainer's clips/s (each curated copy and noisy excerpt is one clip); "
                  "src clips/s counts distinct source clips per pass")
     if b.gpu is not None:

@@ -1,0 +1,243 @@
+"""Classical baseline beside chance in the results: logistic regression on pooled log-mel statistics.
+
+Features: the model's own input (log-mel of report §1.1, normalised with the shards'
+:class:`~ray_tagger.normalization.NormStats`), pooled per clip over its valid frames into the
+mean, std and max of each band: ``F = 128`` bands → a ``3F = 384`` vector ``[mean | std | max]``.
+
+Classifier: K one-vs-rest logistic regressions (sigmoid outputs, multi-label) fitted jointly on
+BCE summed over classes, averaged over clips, plus ``l2 · ‖W‖²`` (biases not penalised), by
+full-batch L-BFGS (strong Wolfe) in float64 from zero weights. Nothing is drawn at random, so a
+fit is a pure function of its inputs. Features are standardised with the fit set's statistics.
+
+L2 strength: each row picks from the fixed grid :attr:`BaselineConfig.l2_grid` the value with the
+best lwlrap on the curated clips of fold :attr:`BaselineConfig.holdout_fold` when fitted on the
+row's other training clips (ties: the stronger penalty), then refits on all of them.
+
+Rows: ``curated`` (curated clips) and ``curated + noisy`` (plus the whole noisy clips with their
+provided labels: no excerpts, no relabelling). Run folder: ``features.npz`` (pooled features of
+every clip, reused while the shards and feature settings match) and ``baseline.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .decode import decode, to_float
+from .features import FeatureConfig, LogMel
+from .layout import n_hot
+from .metrics import lwlrap
+from .normalization import NormStats
+from .stream import shard_meta
+
+log = logging.getLogger(__name__)
+
+NAME = "classical baseline (logistic regression on pooled log-mel)"
+ROWS = {"curated": ("curated",), "curated + noisy": ("curated", "noisy")}
+"""Row suffix → training sources."""
+FEATURES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Settings of the classical baseline."""
+
+    l2_grid: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    """Candidate L2 penalties on the weights (loss: summed BCE per clip, averaged)."""
+    holdout_fold: int = 0
+    """Curated fold that chooses the L2 penalty."""
+    max_iter: int = 300
+    """L-BFGS iterations per fit."""
+    clips_per_task: int = 8
+    """Clips per Ray Data task of the feature extraction."""
+    threads: int = 1
+    """Torch threads during a fit: these small problems run fastest on one, and stall on a busy machine
+    with more (OpenMP waits); one thread also fixes the order of the sums."""
+
+
+def pooled_features(logmel: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, F, N) or (B, F, N), (B,) -> (B, 3F)``: per band ``[mean | std | max]`` over the first
+    ``frames[b]`` frames of example b (population std; padded frames are ignored)."""
+    x = logmel.reshape(logmel.shape[0], logmel.shape[-2], logmel.shape[-1])
+    valid = torch.arange(x.shape[-1], device=x.device)[None, None, :] < frames[:, None, None]  # (B, 1, N)
+    n = frames.to(x.dtype)[:, None]
+    mean = torch.where(valid, x, 0).sum(-1) / n
+    std = (torch.where(valid, x - mean[..., None], 0) ** 2).sum(-1).div(n).sqrt()
+    peak = torch.where(valid, x, -torch.inf).amax(-1)
+    return torch.cat([mean, std, peak], dim=1)
+
+
+def clip_features(waves: list[np.ndarray], logmel: LogMel, stats: NormStats, batch: int = 8) -> np.ndarray:
+    """``B waves (T_b,) float -> (B, 3F)`` float32 pooled normalised log-mel, in length-sorted padded batches."""
+    out = np.zeros((len(waves), 3 * logmel.config.n_mels), np.float32)
+    order = np.argsort([len(w) for w in waves], kind="stable")
+    with torch.no_grad():
+        for i in range(0, len(order), batch):
+            idx = order[i: i + batch]
+            lengths = torch.tensor([len(waves[j]) for j in idx])
+            padded = torch.zeros(len(idx), int(lengths.max()))
+            for row, j in enumerate(idx):
+                padded[row, : len(waves[j])] = torch.from_numpy(np.asarray(waves[j], np.float32))
+            x, frames = logmel(padded, lengths)
+            out[idx] = pooled_features(stats.normalize(x), frames).numpy()
+    return out
+
+
+def featurize_rows(batch: pa.Table, classes: list[str], stats: NormStats, features: FeatureConfig,
+                   audio_format: str) -> dict:
+    """Ray Data task: clip rows (``clip_id, source, labels, fold, audio``) → ``clip_id (B,), source (B,),
+    fold (B,), targets (B, K)`` float32, ``features (B, 3F)`` float32."""
+    torch.set_num_threads(1)
+    rows = batch.to_pylist()
+    waves = [to_float(decode(r["audio"], audio_format)) for r in rows]
+    return {"clip_id": np.array([r["clip_id"] for r in rows], object),
+            "source": np.array([r["source"] for r in rows], object),
+            "fold": np.array([r["fold"] for r in rows], np.int64),
+            "targets": n_hot([r["labels"] for r in rows], {c: i for i, c in enumerate(classes)}),
+            "features": clip_features(waves, LogMel(features), stats)}
+
+
+def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConfig(), clips_per_task: int = 8) -> dict:
+    """Pooled features of every clip of a shards folder (Ray Data tasks) → ``{key: (N, ...)}`` with keys
+    ``clip_id, source, fold, targets (N, K), features (N, 3F)``, rows sorted by (source, clip_id)."""
+    import ray
+
+    classes, stats, audio_format = shard_meta(shards_dir)
+    dirs = [p for p in sorted((Path(shards_dir) / "audio").glob("source=*")) if p.is_dir()]
+    ds = ray.data.read_parquet([str(p) for p in dirs], columns=["clip_id", "labels", "fold", "audio", "source"])
+    ds = ds.map_batches(featurize_rows, fn_kwargs={"classes": classes, "stats": stats, "features": features,
+                                                   "audio_format": audio_format},
+                        batch_size=clips_per_task, batch_format="pyarrow", num_cpus=1)
+    ds.set_name("baseline_features")
+    parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("clip_id", "source", "fold", "targets", "features")}
+    order = np.lexsort((out["clip_id"].astype(str), out["source"].astype(str)))
+    return {k: v[order] for k, v in out.items()}
+
+
+def cached_features(shards_dir: str | Path, out_dir: Path, features: FeatureConfig, config: BaselineConfig) -> tuple[dict, float | None]:
+    """:func:`shard_features`, read from ``out_dir/features.npz`` when it was made from the same shards and
+    feature settings; ``-> (features, seconds spent computing them or None when cached)``."""
+    manifest = json.loads((Path(shards_dir) / "manifest.json").read_text())
+    key = json.dumps([FEATURES_VERSION, manifest["fingerprint"], dataclasses.asdict(features)], sort_keys=True)
+    path = out_dir / "features.npz"
+    if path.is_file():
+        saved = _load(path)
+        if saved.pop("key") == key:
+            log.info("baseline: pooled features of %d clips read from %s", len(saved["clip_id"]), path)
+            return saved, None
+    t0 = time.perf_counter()
+    data = shard_features(shards_dir, features, config.clips_per_task)
+    seconds = time.perf_counter() - t0
+    log.info("baseline: pooled log-mel features of %d clips in %.1f s", len(data["clip_id"]), seconds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / "features.partial.npz"  # renamed into place: an interrupted write leaves no cache
+    np.savez(partial, key=np.array(key), **{k: v.astype(str) if v.dtype == object else v for k, v in data.items()})
+    partial.replace(path)
+    saved = _load(path)
+    saved.pop("key")
+    return saved, seconds
+
+
+def _load(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: (str(f[k]) if k == "key" else f[k]) for k in f.files}
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """Standardisation ``(D,), (D,)`` and weights ``(D, K)``, biases ``(K,)`` of K logistic regressions."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """``(N, D) -> (N, K)`` probabilities."""
+        z = ((np.asarray(X, np.float64) - self.mean) / self.std) @ self.weight + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_logistic(X: np.ndarray, Y: np.ndarray, l2: float = 1e-2, max_iter: int = 300, threads: int = 1) -> LogisticModel:
+    """``X (N, D), Y (N, K) 0/1 -> LogisticModel``: standardise X, then minimise
+    ``mean_n Σ_k BCE + l2·‖W‖²`` by full-batch L-BFGS from zero weights (deterministic), on ``threads``
+    torch threads (the caller's setting is restored)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _fit(X, Y, l2, max_iter)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(X: np.ndarray, Y: np.ndarray, l2: float, max_iter: int) -> LogisticModel:
+    X64 = np.asarray(X, np.float64)
+    mean, std = X64.mean(0), X64.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    x = torch.from_numpy((X64 - mean) / std)
+    y = torch.from_numpy(np.asarray(Y, np.float64))
+    w = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(y.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="sum") / x.shape[0]
+        loss = bce + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return LogisticModel(mean, std, w.detach().numpy(), b.detach().numpy())
+
+
+def choose_l2(X: np.ndarray, Y: np.ndarray, held_out: np.ndarray, config: BaselineConfig) -> tuple[float, dict]:
+    """The grid's L2 with the best lwlrap on rows ``held_out (N,) bool`` after fitting on the others
+    (ties: the larger L2); ``-> (l2, {l2: lwlrap})``. Without a usable fold: the grid's middle value."""
+    if not Y[held_out].any() or held_out.all():
+        l2 = config.l2_grid[len(config.l2_grid) // 2]
+        log.warning("baseline: curated fold %d cannot choose the L2 penalty; using %g", config.holdout_fold, l2)
+        return l2, {}
+    scores = {l2: lwlrap(Y[held_out], fit_logistic(X[~held_out], Y[~held_out], l2, config.max_iter, config.threads).predict(X[held_out]))[0]
+              for l2 in config.l2_grid}
+    return max(scores, key=lambda l2: (scores[l2], l2)), scores
+
+
+def fit_baselines(shards_dir: str | Path, out_dir: str | Path, fnames: list[str], truth: np.ndarray | None = None,
+                  features: FeatureConfig = FeatureConfig(), config: BaselineConfig = BaselineConfig()) -> dict[str, np.ndarray]:
+    """Fit both baseline rows on the shards' training clips; ``-> {row name: (N, K) test scores}`` in
+    ``fnames`` order. Writes ``out_dir/baseline.json`` (settings, chosen L2, test lwlrap when ``truth
+    (N, K)`` is given) and caches the features in ``out_dir/features.npz``."""
+    out_dir = Path(out_dir)
+    data, seconds = cached_features(shards_dir, out_dir, features, config)
+    test = {c: i for i, c in enumerate(data["clip_id"]) if data["source"][i] == "test"}
+    X_test = data["features"][[test[f] for f in fnames]]
+    results, info = {}, {"config": dataclasses.asdict(config), "features": dataclasses.asdict(features),
+                         "feature_seconds": seconds, "rows": {}}
+    for suffix, sources in ROWS.items():
+        rows = np.isin(data["source"], sources)
+        X, Y = data["features"][rows], data["targets"][rows]
+        held_out = (data["source"][rows] == "curated") & (data["fold"][rows] == config.holdout_fold)
+        t0 = time.perf_counter()
+        l2, grid = choose_l2(X, Y, held_out, config)
+        name = f"{NAME}, {suffix}"
+        results[name] = fit_logistic(X, Y, l2, config.max_iter, config.threads).predict(X_test)
+        row = {"train_clips": int(rows.sum()), "l2": l2, "held_out_lwlrap": {str(k): v for k, v in grid.items()},
+               "fit_seconds": time.perf_counter() - t0}
+        if truth is not None:
+            row["test_lwlrap"] = lwlrap(truth, results[name])[0]
+        info["rows"][name] = row
+        log.info("baseline %s: %d clips, l2 %g%s", suffix, row["train_clips"], l2,
+                 f", test lwlrap {row['test_lwlrap']:.4f}" if truth is not None else "")
+    (out_dir / "baseline.json").write_text(json.dumps(info, indent=1))
+    return results

@@ -1,0 +1,53 @@
+"""Scores of whole clips from models trained on excerpts (``stream.crop_s``).
+
+A model trained on crops of W frames never saw a longer input; its GRU summary of a 15 s clip
+would come from a state it was not trained to read. Such a model scores a clip longer than W
+as the mean of its scores over windows of W frames, half a window apart, the last one ending
+at the clip's end. Models trained on whole clips (the report) score whole clips.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .batching import collate
+
+
+def window_starts(frames: int, window: int | None) -> list[int]:
+    """Start frames of the windows over a clip of ``frames`` frames (``[0]`` when it fits one window)."""
+    if window is None or frames <= window:
+        return [0]
+    hop = max(window // 2, 1)
+    starts = list(range(0, frames - window + 1, hop))
+    if starts[-1] + window < frames:
+        starts.append(frames - window)
+    return starts
+
+
+def window_frames(crop_s: float | None, features) -> int | None:
+    """The window in frames of a model trained on ``crop_s``-second crops (None: whole clips);
+    ``features`` is the model's :class:`~ray_tagger.features.FeatureConfig`."""
+    return None if crop_s is None else features.num_frames(int(round(crop_s * features.sample_rate)))
+
+
+def score_features(models: list, feats: list[np.ndarray], window: int | None,
+                   device: torch.device | str = "cpu", batch_size: int = 16) -> np.ndarray:
+    """``B arrays (F, N_b) -> (B, M, K)`` eval-mode scores of every :class:`~ray_tagger.model.CRNN`, each clip the mean over its
+    windows (see module doc), computed in length-sorted batches without autograd."""
+    pieces = [(b, s) for b, f in enumerate(feats) for s in window_starts(f.shape[1], window)]
+    span = [min(f.shape[1], window or f.shape[1]) for f in feats]
+    order = sorted(range(len(pieces)), key=lambda p: span[pieces[p][0]])
+    sums, counts = np.zeros((len(feats), len(models), models[0].config.n_classes)), np.zeros(len(feats))
+    for m in models:
+        m.eval()
+    with torch.no_grad():
+        for i in range(0, len(order), batch_size):
+            chosen = [pieces[p] for p in order[i: i + batch_size]]
+            x, lengths, _ = collate([feats[b][:, s: s + span[b]] for b, s in chosen], np.zeros((len(chosen), 1), np.float32))
+            x, lengths = x.to(device), lengths.to(device)
+            out = np.stack([model(x, lengths).float().cpu().numpy() for model in models], axis=1)  # (b, M, K)
+            for row, (b, _) in enumerate(chosen):
+                sums[b] += out[row]
+                counts[b] += 1
+    return (sums / np.maximum(counts, 1)[:, None, None]).astype(np.float32)
