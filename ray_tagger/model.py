@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -37,6 +38,12 @@ class ModelConfig:
     """Stacked unidirectional GRU layers."""
     fc_hidden: int = 256
     """Units of the hidden fully connected layer."""
+    label_rate: float | None = 1.5
+    """Expected labels per example: the output layer's biases start at the log-odds of
+    ``label_rate / n_classes``, so the first steps need not push every score down from 0.5
+    (with zero biases they do it by saturating the GRU, whose last state then carries nothing
+    for hundreds of iterations; docs/LEARNING.md). The report does not say how it initialises;
+    None keeps PyTorch's default (zero-mean uniform) biases."""
 
     @classmethod
     def tiny(cls, n_classes: int = 80, n_mels: int = 128) -> "ModelConfig":
@@ -103,6 +110,9 @@ class CRNN(nn.Module):
         self.gru = nn.GRU(config.conv1d_channels, config.gru_hidden, num_layers=config.gru_layers, batch_first=True)
         self.fc = nn.Linear(config.gru_hidden, config.fc_hidden)
         self.out = nn.Linear(config.fc_hidden, config.n_classes)
+        if config.label_rate is not None:
+            prior = min(max(config.label_rate / config.n_classes, 1e-4), 0.5)
+            nn.init.constant_(self.out.bias, float(np.log(prior / (1 - prior))))
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, 1, F, N), (B,) -> (B, H)``: the GRU output at each example's last valid frame."""

@@ -81,3 +81,44 @@ def test_tiny_config_keeps_the_structure():
 def test_bad_input_shape_is_refused():
     with pytest.raises(ValueError, match=r"\(B, 1, 128, N\)"):
         CRNN(ModelConfig.tiny())(torch.randn(2, 128, 20), torch.tensor([20, 20]))
+
+
+def test_output_biases_start_at_the_log_odds_of_the_label_rate():
+    # 1.5 labels of 80 classes: p = 0.01875, log(p / (1 - p)) = -3.9576 (hand-computed)
+    model = CRNN(ModelConfig())
+    assert torch.allclose(model.out.bias, torch.full((80,), -3.95757), atol=1e-4)
+    default = CRNN(ModelConfig(label_rate=None))
+    assert default.out.bias.abs().max() <= 1 / math.sqrt(256)  # PyTorch's uniform(±1/sqrt(fan_in))
+
+
+def test_prior_initialised_crnn_learns_a_planted_band_task_fast():
+    """A class is a band of 16 mel bins with extra energy somewhere in the clip; 8 classes, one per
+    example. With the label-rate biases the CRNN of half the report's width must find it within
+    200 steps (seeded; it reached 100 % accuracy by step 150 when measured)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    k = 8
+    blocks = ((8, 2, 2), (16, 2, 2), (32, 2, 2), (64, 2, 1), (128, 1, 1))
+    model = CRNN(ModelConfig(n_classes=k, blocks=blocks, conv1d_channels=128, gru_hidden=128, fc_hidden=128))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def batch(n: int, frames: int = 100):
+        x, y = torch.randn(n, 1, 128, frames, generator=g) * 0.5, torch.zeros(n, k)
+        for i in range(n):
+            c = int(torch.randint(0, k, (1,), generator=g))
+            s = int(torch.randint(0, frames - 20, (1,), generator=g))
+            x[i, 0, 16 * c: 16 * (c + 1), s: s + 20] += 1.5
+            y[i, c] = 1
+        return x, torch.full((n,), frames), y
+
+    for _ in range(200):
+        x, lengths, y = batch(16)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x, lengths, return_logits=True), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x, lengths, y = batch(64)
+    with torch.no_grad():
+        accuracy = (model(x, lengths).argmax(1) == y.argmax(1)).float().mean().item()
+    assert accuracy >= 0.9
