@@ -65,8 +65,10 @@ class StreamConfig:
     """Training examples longer than this many seconds are cut to a random excerpt of it, after
     mixup and before the features (None: whole examples, as in the report). Models trained on
     crops score long clips as the mean over windows of this length (see ``ray_tagger.scoring``)."""
-    audio_cache_mb: float = 1024
-    """Decoded audio each pipeline process keeps across passes (MB; 0: decode every pass)."""
+    audio_cache_mb: float = 512
+    """Decoded audio each training-stream process keeps across passes (MB; 0: decode every pass).
+    Every Ray worker process that runs the stream's tasks keeps its own, so a node may hold this
+    times the processes of every run it trains."""
     cpu_limit: float | None = None
     """CPUs one Train worker's stream may use at once, its actors and its Parquet reads together
     (Ray Data ``resource_limits``), so concurrent runs' pipelines do not starve each other;

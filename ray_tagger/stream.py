@@ -186,15 +186,15 @@ def random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.n
 
 
 class AudioCache:
-    """Decoded clips (float32) kept across passes up to ``limit_mb``, oldest first out. Decoding
-    FLAC is a fifth of a pool's cost; a pipeline process that sees a clip again (every pass, with
-    pooled tasks) takes it from here. ``limit_mb = 0`` keeps nothing."""
+    """Decoded clips (float32) kept across passes, up to ``limit_mb``: the first clips seen stay,
+    later ones are decoded every pass (a pass visits every clip, so evicting old clips for new
+    ones would keep none of them by the next visit). Decoding FLAC is about a fifth of a pool's
+    cost; a pipeline process that sees a clip again takes it from here. ``limit_mb = 0`` keeps
+    nothing."""
 
     def __init__(self, limit_mb: float, audio_format: str):
-        from collections import OrderedDict
-
         self.limit, self.audio_format = limit_mb * 1024**2, audio_format
-        self.clips: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.clips: dict[str, np.ndarray] = {}
         self.bytes, self.hits, self.misses = 0, 0, 0
 
     def get(self, clip_id: str, encoded: bytes) -> np.ndarray:
@@ -202,15 +202,12 @@ class AudioCache:
         does: mixup, crops and features make new arrays or read-only views)."""
         if clip_id in self.clips:
             self.hits += 1
-            self.clips.move_to_end(clip_id)
             return self.clips[clip_id]
         self.misses += 1
         wave = to_float(decode(encoded, self.audio_format))
-        if wave.nbytes <= self.limit:
+        if self.bytes + wave.nbytes <= self.limit:
             self.clips[clip_id] = wave
             self.bytes += wave.nbytes
-            while self.bytes > self.limit:
-                self.bytes -= self.clips.popitem(last=False)[1].nbytes
         return wave
 
 
@@ -299,7 +296,7 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
     kwargs = {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
               "clock": clock, "crop_s": config.stream.crop_s if mode == "train" else None,
-              "audio_cache_mb": config.stream.audio_cache_mb}
+              "audio_cache_mb": config.stream.audio_cache_mb if mode == "train" else 0}
     size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":
         key = content_key(repr((sorted((k, repr(v)) for k, v in kwargs.items() if k != "clock"))))

@@ -43,7 +43,7 @@ def test_both_sides_deliver_the_examples_the_rules_imply(shards, result):
     curated, noisy = _rows(shards, "curated"), _rows(shards, "noisy")
     assert curated and noisy and all(r["labels"] for r in noisy)  # every noisy excerpt keeps its labels
     expected = len(curated) * (R + 1) + 2 * len(noisy)
-    for side in (*result.ray_runs, result.loader):
+    for side in (*result.ray_runs, result.loader, result.bare):
         assert side.examples_per_pass == (expected,), side.name
         assert [p.source_clips for p in side.passes] == [len(curated) + len(noisy)]
     assert result.counts_match and result.examples_per_pass == expected
@@ -52,7 +52,7 @@ def test_both_sides_deliver_the_examples_the_rules_imply(shards, result):
 
 def test_rates_are_positive_and_the_ratio_is_recomputable(result):
     ray1, ray2 = result.ray_runs
-    for side in (ray1, ray2, result.ray, result.loader):
+    for side in (ray1, ray2, result.ray, result.loader, result.bare):
         for rate in (side.examples_per_s, side.source_clips_per_s, side.audio_s_per_s):
             assert math.isfinite(rate) and rate > 0, side.name
         assert math.isfinite(side.first_example_s) and 0 < side.first_example_s <= side.seconds
@@ -74,6 +74,10 @@ def test_report_text(result):
         assert label in text
     if result.gpu is None:
         assert "GPU busy fraction: n/a (no CUDA device)" in text
+    # per CPU against the bare compute cost: 1 worker here, so Ray's per-CPU rate is its rate
+    ratio = result.ray.examples_per_s / result.bare.examples_per_s
+    assert f"Ray Data {result.ray.examples_per_s:.1f} ({ratio:.2f}x bare)" in text
+    assert "bare (1 process)" in text
 
 
 def test_tasks_compute_is_capped_like_training_and_delivers_the_same_examples(shards, result):

@@ -181,6 +181,7 @@ def refused(ray_local, tmp_path_factory):
     return root, shards, out, _cli("relabel", str(shards), str(out))
 
 
+@pytest.mark.e2e
 def test_models_at_chance_stop_relabel_with_one_line_and_exit_1_and_nothing_looks_relabelled(refused):
     from ray_tagger.ensemble import ensemble_specs
 
@@ -200,6 +201,7 @@ def test_models_at_chance_stop_relabel_with_one_line_and_exit_1_and_nothing_look
         ensemble_specs(resolve_system("tiny", OVERRIDES), out)
 
 
+@pytest.mark.e2e
 def test_keep_provided_labels_trains_nothing_and_keeps_every_provided_label(refused):
     root, shards, out, _ = refused
     runs_before = {p: p.stat().st_mtime for p in out.glob("runs/*/summary.json")}
