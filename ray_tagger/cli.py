@@ -344,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("run_dir", type=_folder)
     _runs_options(rn, preset="demo")
     rn.add_argument("--demo-clips", type=int, default=DemoConfig.clips, help="curated clips of the generated demo set")
-    rn.add_argument("--demo-classes", type=int, default=DemoConfig.num_classes,
-                    help="classes of the generated demo set (the first N of its vocabulary)")
+    rn.add_argument("--demo-classes", type=int, default=None,
+                    help="classes of the generated demo set: N spread evenly over its vocabulary (default: all)")
     _keep_provided_option(rn)
     rn.set_defaults(func=_run)
 

@@ -78,7 +78,8 @@ def run(
         if (data_dir / "demo_info.json").is_file():
             log.info("demo data set exists in %s", data_dir)
         else:
-            generate(data_dir, DemoConfig(clips=demo_clips, num_classes=demo_classes or DemoConfig.num_classes))
+            generate(data_dir, DemoConfig(clips=demo_clips, num_classes=demo_classes or DemoConfig.num_classes,
+                                          class_choice="first" if demo_classes is None else "spread"))
     data_dir = Path(data_dir).resolve()
     _write_or_check(run_dir / "run.json", {"data_dir": str(data_dir), "preset": preset, "job": job.to_dict(),
                                            "system": system.identity(), "ray_tagger_version": __version__})

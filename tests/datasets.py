@@ -50,6 +50,6 @@ def demo_shards(root: Path, clips: int, seed: int = 0, classes: int = 8) -> Path
     from ray_tagger.demo_data import DemoConfig, generate
     from ray_tagger.prepare import PrepareConfig, prepare
 
-    generate(root / "data", DemoConfig(clips=clips, seed=seed, num_classes=classes))
+    generate(root / "data", DemoConfig(clips=clips, seed=seed, num_classes=classes, class_choice="spread"))
     prepare(root / "data", root / "shards", PrepareConfig())
     return root / "shards"

@@ -25,7 +25,9 @@ REPORT = {
 
 # §4.1 and §4.2: 3 splits × 5 folds relabelling models with R = 8; final models R ∈ {2, 4} on 3 splits.
 REPORT_SYSTEM = {"relabel_R": 8, "relabel_splits": [0, 1, 2], "relabel_folds": [0, 1, 2, 3, 4], "final_R": [2, 4],
-                 "final_splits": [0, 1, 2]}
+                 "final_splits": [0, 1, 2],
+                 # the check before relabelling (not in the report): chance + 0.1, at most half dropped, else stop
+                 "relabel_min_gain": 0.1, "relabel_max_drop": 0.5, "relabel_on_failure": "stop"}
 
 
 def _check(resolved: dict) -> None:

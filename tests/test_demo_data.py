@@ -433,3 +433,14 @@ def test_classes_separable_but_not_trivially() -> None:
     print(f"nearest-centroid accuracy {accuracy:.3f} (chance {chance:.3f})")
     assert accuracy >= 0.1  # > 2.5x chance: about 5 binomial standard deviations above it
     assert accuracy <= 0.5
+
+
+def test_spread_class_choice_takes_every_k_th_class_in_vocabulary_order():
+    names = tuple(dd.CLASSES)
+    eight = dd.class_names(dd.DemoConfig(num_classes=8, class_choice="spread"))
+    # indices round(i * 28 / 8) = 0, 4 (3.5), 7, 11 (10.5), 14, 18 (17.5), 21, 25 (24.5)
+    assert eight == tuple(names[i] for i in (0, 4, 7, 11, 14, 18, 21, 25))
+    assert dd.class_names(dd.DemoConfig(num_classes=len(names), class_choice="spread")) == names
+    assert dd.class_names(dd.DemoConfig(num_classes=8)) == names[:8]
+    with pytest.raises(ValueError, match="class_choice"):
+        dd.DemoConfig(class_choice="random")

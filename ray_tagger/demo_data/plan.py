@@ -41,7 +41,10 @@ class DemoConfig:
     layout: str = "kaggle"
     """Folder layout: "kaggle" (competition files) or "zenodo" (FSDKaggle2019 release)."""
     num_classes: int = len(CLASSES)
-    """How many of :data:`CLASSES` to use (the first ones, in vocabulary order)."""
+    """How many of :data:`CLASSES` to use (see ``class_choice``)."""
+    class_choice: str = "first"
+    """Which ``num_classes`` of :data:`CLASSES`: "first" (in vocabulary order) or "spread" (evenly
+    over the vocabulary, so a small set mixes instruments, drums and environments)."""
     min_length_s: float = 0.5
     """Shortest curated/test clip in seconds (lengths are log-uniform)."""
     max_length_s: float = 15.0
@@ -77,6 +80,7 @@ class DemoConfig:
             (self.clips >= 1, f"clips must be >= 1, got {self.clips}"),
             (0.0 <= self.noise_rate <= 1.0, f"noise_rate must lie in [0, 1], got {self.noise_rate}"),
             (self.layout in LAYOUTS, f"layout must be one of {LAYOUTS}, got {self.layout!r}"),
+            (self.class_choice in ("first", "spread"), f"class_choice must be 'first' or 'spread', got {self.class_choice!r}"),
             (
                 2 <= self.num_classes <= len(CLASSES),
                 f"num_classes must lie in [2, {len(CLASSES)}], got {self.num_classes}",
@@ -148,8 +152,12 @@ class DemoSummary:
 
 
 def class_names(config: DemoConfig) -> tuple[str, ...]:
-    """The vocabulary of a config: the first ``num_classes`` names of :data:`CLASSES`."""
-    return tuple(CLASSES)[: config.num_classes]
+    """The vocabulary of a config: ``num_classes`` names of :data:`CLASSES` (the first ones, or spread
+    evenly over it: indices round(i · len / num_classes)), in vocabulary order."""
+    names = tuple(CLASSES)
+    if config.class_choice == "first":
+        return names[: config.num_classes]
+    return tuple(names[int(i * len(names) / config.num_classes + 0.5)] for i in range(config.num_classes))
 
 
 def source_count(config: DemoConfig, source: str) -> int:
