@@ -136,9 +136,11 @@ def _folder(text: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from .infer import check_model_files, member_paths
     from .predict import predict
     from .runtime import ensure_ray
 
+    check_model_files(member_paths(args.run_dir))  # refuse a foreign model file before Ray starts
     ensure_ray(args.num_cpus)
     done = predict(args.run_dir, args.inputs, args.out, args.actors)
     print(f"{done['rows']} rows × {done['classes']} classes (mean of {done['members']} models) → {done['out']}")

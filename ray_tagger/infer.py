@@ -8,8 +8,9 @@ Inputs (``kind``):
 - ``files``: rows with a ``path`` to an audio file of any sample rate and channel count
   (downmixed, resampled to the model's rate with torchaudio); keys are file names.
 
-An ensemble member is a ``model.pt`` written by ``train`` (weights, model and feature
-configuration, class list, normalisation statistics). Members must agree on everything but the
+An ensemble member is a ``model.pt`` written by ``train`` (weights as tensors; model and feature
+configuration, class list and normalisation statistics as JSON; :mod:`ray_tagger.modelfile`,
+read without running code). Members must agree on everything but the
 weights. Output per key: ``(M, K)`` scores, one row per member, averaged by the caller.
 """
 
@@ -27,6 +28,7 @@ from .config import _build
 from .decode import decode, to_float
 from .features import FeatureConfig, normalized_clips
 from .model import CRNN, ModelConfig
+from .modelfile import load_model
 from .normalization import NormStats
 from .scoring import score_features, window_frames
 from .splits import excerpt_id
@@ -52,13 +54,19 @@ def member_paths(run_dir: str | Path) -> list[Path]:
 
 def load_member(path: str | Path) -> tuple[CRNN, dict]:
     """A trained model in eval mode and its metadata (classes, features, stats, run)."""
-    import torch
-
-    blob = torch.load(path, weights_only=False, map_location="cpu")
-    model = CRNN(_build(ModelConfig, blob["model_config"]))
-    model.load_state_dict(blob["model"])
+    weights, meta = load_model(path)
+    model = CRNN(_build(ModelConfig, meta["model_config"]))
+    model.load_state_dict(weights)
     model.eval()
-    return model, blob
+    return model, meta
+
+
+def check_model_files(paths: list[Path]) -> list[dict]:
+    """Every member's metadata, read without running code (:mod:`ray_tagger.modelfile`), before any
+    Ray work starts: a foreign or tampered file fails here with one line naming it."""
+    metas = [load_model(p)[1] for p in paths]
+    check_members(metas)
+    return metas
 
 
 def check_members(metas: list[dict]) -> None:

@@ -14,15 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .infer import EnsembleScorer, file_rows, load_member, member_paths, read_audio, score, shard_rows
+from .infer import EnsembleScorer, check_model_files, file_rows, member_paths, read_audio, score, shard_rows
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
-
-
-def _classes(members: list[Path]) -> list[str]:
-    return load_member(members[0])[1]["classes"]
 
 
 def resolve_inputs(inputs: list[str | Path]) -> tuple[str, object]:
@@ -49,13 +45,14 @@ def predict_scores(run_dir: str | Path, inputs: list[str | Path], actors: int = 
     from .stream import shard_meta
 
     members = member_paths(run_dir)
+    classes = check_model_files(members)[0]["classes"]
     kind, what = resolve_inputs(inputs)
     if kind == "shards":
         _, _, audio_format = shard_meta(what)
         keys, scores = score(shard_rows(what, "test"), members, "clips", audio_format, actors=actors)
     else:
         keys, scores = score(file_rows(what), members, "files", actors=actors)
-    return keys, scores, _classes(members), members
+    return keys, scores, classes, members
 
 
 def write_submission(path: str | Path, fnames: list[str], scores: np.ndarray, classes: list[str]) -> None:
@@ -76,6 +73,7 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out: str | Path, acto
 def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
     """``-> [(file, [(class, score)] * top)]``: the ensemble's top classes per file (in this process)."""
     members = member_paths(run_dir)
+    check_model_files(members)
     scorer = EnsembleScorer([str(m) for m in members], "files")
     waves = [read_audio(f, scorer.features.sample_rate) for f in files]
     mean = scorer.scores(waves).mean(axis=1)

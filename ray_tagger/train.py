@@ -35,6 +35,7 @@ from .config import TrainJobConfig
 from .loss import bce_loss
 from .metrics import lwlrap
 from .model import CRNN
+from .modelfile import load_checkpoint, save_checkpoint, save_model
 from .scoring import score_features, window_frames
 from .specaugment import SpecAugment
 from .splits import content_key, excerpt_id
@@ -154,8 +155,8 @@ def _bn_batches(shard, batch: BatchConfig, limit: int | None):
 
 
 def _save(path: Path, base, opt, swa, gen, state) -> None:
-    torch.save({"model": base.state_dict(), "optimizer": opt.state_dict(), "swa": swa.state_dict(),
-                "generator": gen.get_state(), "iteration": state["iteration"], "epoch": state["epoch"]}, path)
+    save_checkpoint(path, {"model": base.state_dict(), "optimizer": opt.state_dict(), "swa": swa.state_dict(),
+                           "generator": gen.get_state(), "iteration": state["iteration"], "epoch": state["epoch"]})
 
 
 def train_loop(cfg: dict) -> None:
@@ -178,7 +179,7 @@ def train_loop(cfg: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            blob = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+            blob = load_checkpoint(Path(d) / CHECKPOINT_FILE)
         base.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
         swa.load_state_dict(blob["swa"])
@@ -344,10 +345,10 @@ def train(
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        blob = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
-    torch.save({"model": blob["model"], "model_config": dataclasses.asdict(job.model), "classes": classes,
-                "features": dataclasses.asdict(job.features), "stats": stats.to_json(), "run": run,
-                "split": split, "fold": fold, "R": job.stream.R, "crop_s": job.stream.crop_s}, run_dir / "model.pt")
+        blob = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+    save_model(run_dir / "model.pt", blob["model"], {
+        "model_config": dataclasses.asdict(job.model), "classes": classes, "features": dataclasses.asdict(job.features),
+        "stats": stats.to_json(), "run": run, "split": split, "fold": fold, "R": job.stream.R, "crop_s": job.stream.crop_s})
     summary = {"run_dir": str(run_dir), "iterations": blob["iteration"], "swa_snapshots": int(blob["swa"]["n_averaged"].item()),
                "final_metrics": result.metrics, "model": str(run_dir / "model.pt"), "started": started, "finished": time.time()}
     summary_path.write_text(json.dumps(summary, indent=1, default=float))

@@ -56,9 +56,8 @@ def ddp_run(shards, tmp_path_factory):
 
 
 def test_two_ddp_workers_learn_clearly_better_than_chance(ddp_run, shards):
-    import torch
-
     from ray_tagger.model import CRNN, ModelConfig
+    from ray_tagger.modelfile import load_model
     from ray_tagger.scoring import score_features
 
     run_dir, done = ddp_run
@@ -71,13 +70,13 @@ def test_two_ddp_workers_learn_clearly_better_than_chance(ddp_run, shards):
     assert final["bn_refresh_batches"] == 10
     # scored here from the saved model (SWA weights, refreshed BatchNorm), features computed
     # from the shards without the training stream
-    blob = torch.load(run_dir / "model.pt", weights_only=False)
-    model = CRNN(ModelConfig(**{k: tuple(map(tuple, v)) if k == "blocks" else v for k, v in blob["model_config"].items()}))
-    model.load_state_dict(blob["model"])
-    feats, y = _features(shards, "curated", blob["classes"], lambda r: r["fold"] == 0)
+    weights, meta = load_model(run_dir / "model.pt")  # tensors + JSON, read with weights_only=True
+    model = CRNN(ModelConfig(**{k: tuple(map(tuple, v)) if k == "blocks" else v for k, v in meta["model_config"].items()}))
+    model.load_state_dict(weights)
+    feats, y = _features(shards, "curated", meta["classes"], lambda r: r["fold"] == 0)
     assert abs(lwlrap(y, score_features([model], feats, None)[:, 0])[0] - final["val_lwlrap"]) < 1e-6
     truth = _truth(shards.parent / "data-test-labels.csv")
-    feats, y = _features(shards, "test", blob["classes"], lambda r: True, truth)
+    feats, y = _features(shards, "test", meta["classes"], lambda r: True, truth)
     scores = score_features([model], feats, None)[:, 0]
     ours = lwlrap(y, scores)[0]
     rng = np.random.default_rng(0)
