@@ -162,8 +162,9 @@ def _run(args: argparse.Namespace) -> int:
     job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set, _keep_provided(args))
     n = max(len(system.relabel_splits) * len(system.relabel_folds), len(system.final_R) * len(system.final_splits))
     concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
+    actors = args.actors or concurrency or 1  # scoring runs between the training stages, on their CPUs
     run(args.data_dir, args.run_dir, job, system, args.preset, _placement(args), concurrency, args.demo_clips,
-        args.demo_classes)
+        args.demo_classes, actors)
     return 0
 
 
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--demo-clips", type=int, default=DemoConfig.clips, help="curated clips of the generated demo set")
     rn.add_argument("--demo-classes", type=int, default=None,
                     help="classes of the generated demo set: N spread evenly over its vocabulary (default: all)")
+    rn.add_argument("--actors", type=int, default=None,
+                    help="Ray Data actors scoring noisy excerpts and test clips (default: as many as runs train at a time)")
     _keep_provided_option(rn)
     rn.set_defaults(func=_run)
 

@@ -59,9 +59,11 @@ def run(
     concurrency: int | None = None,
     demo_clips: int = 240,
     demo_classes: int | None = None,
+    actors: int = 1,
 ) -> dict:
     """Run (or resume) the whole system into ``run_dir``; returns ``results.json``'s content (or the
-    prediction summary when the test clips have no labels)."""
+    prediction summary when the test clips have no labels). ``actors``: Ray Data actors scoring the
+    noisy excerpts (relabelling) and the test clips."""
     from .demo_data import DemoConfig, generate
     from .ensemble import ensemble
     from .predict import predict_scores, write_submission
@@ -90,7 +92,7 @@ def run(
     manifest = prepare(data_dir, shards, PrepareConfig(splits=splits, folds=folds))
     log.info("shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
     _stage(3, f"relabel ({len(system.relabel_splits)} splits × {len(system.relabel_folds)} folds, R={system.relabel_R})")
-    relabel(shards, run_dir / "relabel", job, system, placement, concurrency)
+    relabel(shards, run_dir / "relabel", job, system, placement, concurrency, actors)
     noisy_truth = data_dir.parent / f"{data_dir.name}-noisy-truth.csv"  # the demo set's planted truth
     print(format_changes(run_dir / "relabel", noisy_truth if noisy_truth.is_file() else None), flush=True)
     _stage(4, f"final ensemble (R ∈ {list(system.final_R)} × splits {list(system.final_splits)})")
@@ -103,7 +105,7 @@ def run(
         saved = np.load(npz, allow_pickle=False)
         fnames, scores, classes = saved["fnames"].tolist(), saved["scores"], saved["classes"].tolist()
     else:
-        fnames, scores, classes, _ = predict_scores(run_dir / "final", [shards])
+        fnames, scores, classes, _ = predict_scores(run_dir / "final", [shards], actors)
         write_submission(pred / "submission.csv", fnames, scores.mean(axis=1), classes)
         np.savez(npz, fnames=np.array(fnames), scores=scores, classes=np.array(classes))
     plots = run_dir / "plots"

@@ -180,8 +180,10 @@ def test_predict_then_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_p
     members = [load_member(p) for p in member_paths(run_dir)]
     classes = members[0][1]["classes"]
     feats, truth = _features(run_dir / "shards", "test", classes, lambda r: True, _truth(run_dir / "demo-data-test-labels.csv"))
-    assert all(meta.get("crop_s") is None for _, meta in members)  # the tiny preset scores whole clips
-    here = lwlrap(truth, score_features([m for m, _ in members], feats, None).mean(axis=1))[0]
+    # the tiny preset trains on 2 s crops: each clip scores as the mean over 2 s windows, 1 s apart
+    assert all(meta["crop_s"] == 2.0 for _, meta in members)
+    window = 1 + 2 * 44100 // 882  # frames of 2 s at the report's hop
+    here = lwlrap(truth, score_features([m for m, _ in members], feats, window).mean(axis=1))[0]
     assert abs(overall - here) < 1e-5, (overall, here)
 
 
