@@ -87,7 +87,8 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types; the message is what matters
-        raise ValueError(f"{path}: cannot read audio ({e})") from None
+        reason = str(e).replace(f"Error opening {str(path)!r}: ", "").strip() or type(e).__name__
+        raise ValueError(f"{path}: cannot read audio ({reason})") from None
     if data.shape[0] == 0:
         raise ValueError(f"{path}: no samples")
     mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
@@ -119,12 +120,18 @@ class EnsembleScorer:
         self.window = window_frames(meta.get("crop_s"), self.features)
         self.kind, self.audio_format, self.splits = kind, audio_format, splits or []
 
-    def _waves(self, rows: list[dict]) -> tuple[list[str], list[np.ndarray]]:
+    def _waves(self, rows: list[dict], bad: list[tuple[str, str]]) -> tuple[list[str], list[np.ndarray]]:
+        """Keys and waves of ``rows``; an unreadable file (``files`` only) goes to ``bad`` as (key, message)."""
         keys, waves = [], []
         for r in rows:
             if self.kind == "files":
+                try:
+                    wave = read_audio(r["path"], self.features.sample_rate)
+                except ValueError as e:
+                    bad.append((Path(r["path"]).name, str(e)))
+                    continue
                 keys.append(Path(r["path"]).name)
-                waves.append(read_audio(r["path"], self.features.sample_rate))
+                waves.append(wave)
                 continue
             audio = to_float(decode(r["audio"], self.audio_format))
             if self.kind == "clips":
@@ -143,13 +150,23 @@ class EnsembleScorer:
         return score_features(self.models, normalized_clips(self.logmel, self.stats, waves), self.window, batch_size=BATCH)
 
     def __call__(self, batch: pa.Table) -> dict:
-        keys, waves = self._waves(batch.to_pylist())
-        return {"key": np.array(keys, dtype=object), "scores": self.scores(waves)}
+        """``-> {key, scores (B, M, K), error}``: a file that could not be read is a row of zero scores
+        with its message in ``error`` (empty for the rows that were scored)."""
+        bad: list[tuple[str, str]] = []
+        keys, waves = self._waves(batch.to_pylist(), bad)
+        scores = self.scores(waves) if waves else np.zeros((0, len(self.models), len(self.classes)), np.float32)
+        if bad:
+            scores = np.concatenate([scores, np.zeros((len(bad), *scores.shape[1:]), scores.dtype)])
+        return {"key": np.array(keys + [k for k, _ in bad], dtype=object), "scores": scores,
+                "error": np.array([""] * len(keys) + [m for _, m in bad], dtype=object)}
 
 
 def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_format: str | None = None,
-          splits: list[int] | None = None, actors: int = 1, rows_per_batch: int = 8) -> tuple[list[str], np.ndarray]:
-    """Run :class:`EnsembleScorer` over ``ds`` on an actor pool; ``-> keys, (N, M, K)`` scores."""
+          splits: list[int] | None = None, actors: int = 1, rows_per_batch: int = 8,
+          bad: list[tuple[str, str]] | None = None) -> tuple[list[str], np.ndarray]:
+    """Run :class:`EnsembleScorer` over ``ds`` on an actor pool; ``-> keys, (N, M, K)`` scores of the inputs
+    that could be read. Unreadable files (``files``) are appended to ``bad`` as (name, message), or raise
+    when ``bad`` is None."""
     scored = ds.map_batches(
         EnsembleScorer,
         fn_constructor_kwargs={"members": [str(Path(p).resolve()) for p in members], "kind": kind,
@@ -158,23 +175,37 @@ def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_form
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
     )
     scored.set_name(f"ensemble_scores_{kind}")  # how the pipeline shows in the dashboard and the logs
-    keys, scores = [], []
+    keys, scores, failed, rows = [], [], [], 0
     for b in scored.iter_batches(batch_size=256, batch_format="numpy"):
-        keys.extend(b["key"].tolist())
-        scores.append(b["scores"])
-    if not keys:
-        raise ValueError("nothing to score: the input has no rows")
-    if len(set(keys)) != len(keys):
+        ok = b["error"] == ""
+        keys.extend(b["key"][ok].tolist())
+        scores.append(b["scores"][ok])
+        failed.extend(zip(b["key"][~ok].tolist(), b["error"][~ok].tolist()))
+        rows += len(b["key"])
+    if len(set(keys) | {k for k, _ in failed}) != rows:
         raise ValueError("duplicate input names: two inputs share a file name")
+    if failed and bad is None:
+        raise ValueError(failed[0][1])
+    if bad is not None:
+        bad.extend(failed)
+    if not keys:
+        raise ValueError(f"nothing could be scored: all {rows} inputs are unreadable" if rows else "nothing to score: the input has no rows")
     return keys, np.concatenate(scores)
 
 
-def shard_rows(shards_dir: str | Path, source: str) -> ray.data.Dataset:
-    """The clip rows of one source of a shards folder (for ``clips`` and ``excerpts``)."""
+def shard_rows(shards_dir: str | Path, source: str, actors: int = 1, clip_ids: set[str] | None = None) -> ray.data.Dataset:
+    """The clip rows of one source of a shards folder (for ``clips`` and ``excerpts``), only ``clip_ids``
+    when given. Read into 4 blocks per scoring actor: a shard file is one block otherwise, and one
+    block goes to one actor however many there are."""
     path = Path(shards_dir) / "audio" / f"source={source}"
     if not path.is_dir():
         raise FileNotFoundError(f"{shards_dir}: no {source} shards")
-    return ray.data.read_parquet(str(path), columns=["clip_id", "num_samples", "cuts", "audio"])
+    ds = ray.data.read_parquet(str(path), columns=["clip_id", "num_samples", "cuts", "audio"],
+                               override_num_blocks=4 * actors if actors > 1 else None)
+    if clip_ids is not None:
+        wanted = frozenset(clip_ids)
+        ds = ds.filter(lambda row: row["clip_id"] in wanted)
+    return ds
 
 
 def file_rows(paths: list[str | Path]) -> ray.data.Dataset:

@@ -5,12 +5,12 @@ A ``model.pt`` (one trained model, an ensemble member) is ``torch.save`` of::
     {"format": "ray_tagger.model/1", "weights": {name: tensor}, "meta": "<JSON text>"}
 
 where the JSON holds what inference needs beside the weights: ``classes``, ``model_config``,
-``features``, ``stats`` (normalisation), ``crop_s`` and the run's ``run/split/fold/R``. Training
-checkpoints (``checkpoint.pt``) hold the model, optimizer and SWA state dicts, the generator's
-state (a byte tensor) and two integers. Both are read with ``torch.load(weights_only=True)``,
-whose unpickler accepts only tensors and plain containers: a file that names any other Python
-object (a pickle that would run code on load) is refused with :class:`ModelFileError` before
-anything in it is executed.
+``features``, ``stats`` (normalisation), ``crop_s`` and the run's ``run/split/fold/R``. A training
+checkpoint (``state.pt`` in each Ray Train checkpoint) holds the model, optimizer and SWA state
+dicts, the generator's state (a byte tensor) and two integers. Both are read with
+``torch.load(weights_only=True)``, whose unpickler accepts only tensors and plain containers: a
+file that names any other Python object (a pickle that would run code on load) is refused with
+:class:`ModelFileError` before anything in it is executed.
 """
 
 from __future__ import annotations

@@ -49,9 +49,11 @@ def predict_scores(run_dir: str | Path, inputs: list[str | Path], actors: int = 
     kind, what = resolve_inputs(inputs)
     if kind == "shards":
         _, _, audio_format = shard_meta(what)
-        keys, scores = score(shard_rows(what, "test"), members, "clips", audio_format, actors=actors)
+        keys, scores = score(shard_rows(what, "test", actors), members, "clips", audio_format, actors=actors)
     else:
-        keys, scores = score(file_rows(what), members, "files", actors=actors)
+        bad: list[tuple[str, str]] = []
+        keys, scores = score(file_rows(what), members, "files", actors=actors, bad=bad)
+        _report_bad(bad, len(keys) + len(bad))
     return keys, scores, classes, members
 
 
@@ -70,12 +72,31 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out: str | Path, acto
     return {"rows": len(fnames), "members": len(members), "classes": len(classes), "out": str(out)}
 
 
+def _report_bad(bad: list[tuple[str, str]], total: int) -> None:
+    """One line per input that could not be read (the others are scored)."""
+    for _, message in bad:
+        log.warning("skipped (not scored): %s", message)
+    if bad:
+        log.warning("%d of %d inputs could not be read and are not in the output", len(bad), total)
+
+
 def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
-    """``-> [(file, [(class, score)] * top)]``: the ensemble's top classes per file (in this process)."""
+    """``-> [(file, [(class, score)] * top)]``: the ensemble's top classes per readable file (in this
+    process); unreadable files get one line each (:func:`_report_bad`), and when none can be read
+    the error says so."""
     members = member_paths(run_dir)
     check_model_files(members)
     scorer = EnsembleScorer([str(m) for m in members], "files")
-    waves = [read_audio(f, scorer.features.sample_rate) for f in files]
+    good, waves, bad = [], [], []
+    for f in files:
+        try:
+            waves.append(read_audio(f, scorer.features.sample_rate))
+            good.append(f)
+        except ValueError as e:
+            bad.append((str(f), str(e)))
+    _report_bad(bad, len(files))
+    if not good:
+        raise ValueError(f"nothing could be scored: all {len(files)} files are unreadable")
     mean = scorer.scores(waves).mean(axis=1)
     classes = scorer.classes
-    return [(str(f), [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]) for f, row in zip(files, mean)]
+    return [(str(f), [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]) for f, row in zip(good, mean)]

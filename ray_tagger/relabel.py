@@ -152,8 +152,9 @@ def _heldout(shards_dir: Path, specs: list[RunSpec], members: list[str], classes
     table = pq.read_table(shards_dir / "audio" / "source=curated", columns=["clip_id", "labels", "fold"]).to_pylist()
     folds = {r["clip_id"]: r["fold"] for r in table}
     labels = {r["clip_id"]: list(r["labels"]) for r in table}
-    log.info("relabel: scoring the curated clips with %d models for the held-out check", len(members))
-    keys, scores = score(shard_rows(shards_dir, "curated"), members, "clips", audio_format, None, actors)
+    held_out = {k for k, f in folds.items() if f in {s.fold for s in specs}}
+    log.info("relabel: scoring the %d curated clips of the held-out folds with %d models for the check", len(held_out), len(members))
+    keys, scores = score(shard_rows(shards_dir, "curated", actors, held_out), members, "clips", audio_format, None, actors)
     keys, pooled = pool_heldout(keys, scores, folds, [s.fold for s in specs])
     return n_hot([labels[k] for k in keys], {c: i for i, c in enumerate(classes)}, np.float64), pooled
 
@@ -231,7 +232,7 @@ def _noisy_scores(shards_dir: Path, members: list[str], audio_format: str, split
                   actors: int) -> tuple[pd.DataFrame, np.ndarray]:
     """The noisy excerpt table (:func:`_noisy_table`) and its ``(E, K)`` ensemble-mean scores, row for row."""
     log.info("relabel: scoring every noisy excerpt of %d splits with %d models (Ray Data, %d actors)", len(splits), len(members), actors)
-    keys, scores = score(shard_rows(shards_dir, "noisy"), members, "excerpts", audio_format, splits, actors)
+    keys, scores = score(shard_rows(shards_dir, "noisy", actors), members, "excerpts", audio_format, splits, actors)
     mean = pd.DataFrame(scores.mean(axis=1), index=keys)
     table = _noisy_table(shards_dir, splits)
     missing = set(table.excerpt_id) - set(keys)

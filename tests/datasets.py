@@ -53,3 +53,27 @@ def demo_shards(root: Path, clips: int, seed: int = 0, classes: int = 8) -> Path
     generate(root / "data", DemoConfig(clips=clips, seed=seed, num_classes=classes, class_choice="spread"))
     prepare(root / "data", root / "shards", PrepareConfig())
     return root / "shards"
+
+
+def random_model_run(run: Path, classes: list[str], seed: int = 0):
+    """A run folder holding one ``model.pt`` of the tiny preset's CRNN with random weights (a real
+    model file for the inference commands, without training); returns the model."""
+    import dataclasses
+
+    import torch
+
+    from ray_tagger.config import resolve
+    from ray_tagger.features import FeatureConfig
+    from ray_tagger.model import CRNN
+    from ray_tagger.modelfile import save_model
+
+    config = dataclasses.replace(resolve("tiny").model, n_classes=len(classes))
+    torch.manual_seed(seed)
+    model = CRNN(config).eval()
+    features = FeatureConfig()
+    run.mkdir(parents=True, exist_ok=True)
+    save_model(run / "model.pt", model.state_dict(), {
+        "classes": list(classes), "model_config": dataclasses.asdict(config), "features": dataclasses.asdict(features),
+        "stats": {"mean": [0.0] * features.n_mels, "std": 1.0, "frames": 1}, "crop_s": 2.0, "run": run.name,
+        "split": 0, "fold": None, "R": 4})
+    return model

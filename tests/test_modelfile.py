@@ -7,7 +7,6 @@ The hostile files here are built the way an attacker would build them (``__reduc
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
@@ -17,10 +16,10 @@ import torch
 
 from ray_tagger.cli import main
 from ray_tagger.config import resolve
-from ray_tagger.features import FeatureConfig
 from ray_tagger.infer import load_member
 from ray_tagger.model import CRNN
-from ray_tagger.modelfile import ModelFileError, load_checkpoint, load_model, save_model
+from ray_tagger.modelfile import ModelFileError, load_checkpoint, load_model
+from tests.datasets import random_model_run
 
 CLASSES = ["bark", "bell", "chime"]
 
@@ -35,22 +34,10 @@ class _RunsCommand:
         return os.system, (f"touch {self.marker}",)
 
 
-def _meta(model_config) -> dict:
-    features = FeatureConfig()
-    return {"classes": CLASSES, "model_config": dataclasses.asdict(model_config), "features": dataclasses.asdict(features),
-            "stats": {"mean": [0.0] * features.n_mels, "std": 1.0, "frames": 1}, "crop_s": None, "run": "t",
-            "split": 0, "fold": None, "R": 4}
-
-
 @pytest.fixture()
 def good_run(tmp_path):
-    config = dataclasses.replace(resolve("tiny").model, n_classes=len(CLASSES))
-    torch.manual_seed(0)
-    model = CRNN(config)
     run = tmp_path / "run"
-    run.mkdir()
-    save_model(run / "model.pt", model.state_dict(), _meta(config))
-    return run, model
+    return run, random_model_run(run, CLASSES)
 
 
 @pytest.fixture()
@@ -81,7 +68,7 @@ def test_the_hostile_file_would_run_its_command_if_unpickled_unsafely(hostile_ru
 def test_a_model_file_round_trips_weights_and_json_metadata(good_run):
     run, model = good_run
     loaded, meta = load_member(run / "model.pt")
-    assert meta["classes"] == CLASSES and meta["fold"] is None
+    assert meta["classes"] == CLASSES and meta["fold"] is None and meta["crop_s"] == 2.0
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
 
