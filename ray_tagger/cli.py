@@ -148,8 +148,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _tag(args: argparse.Namespace) -> int:
-    from .predict import tag
+    from .predict import tag, tag_seconds
 
+    if args.frames:
+        for path, seconds in tag_seconds(args.run_dir, args.files, args.top, args.window):
+            print(f"{path}:")
+            for i, top in enumerate(seconds):
+                print(f"  {i:4d}–{i + 1:<4d}s  " + ", ".join(f"{c} {s:.3f}" for c, s in top))
+        return 0
     for path, top in tag(args.run_dir, args.files, args.top):
         print(f"{path}: " + ", ".join(f"{c} {s:.3f}" for c, s in top))
     return 0
@@ -340,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("run_dir", type=_folder)
     tg.add_argument("files", nargs="+")
     tg.add_argument("--top", type=int, default=5)
+    tg.add_argument("--frames", action="store_true",
+                    help="per-second scores: one line per second of each file, scored on a window centred on it")
+    tg.add_argument("--window", type=float, default=None,
+                    help="with --frames: window in seconds (default: the models' training crop, else 1 s)")
     tg.set_defaults(func=_tag)
 
     rn = sub.add_parser("run", help="the whole system: [demo data] → prepare → relabel → ensemble → predict → evaluate")

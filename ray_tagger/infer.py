@@ -99,7 +99,8 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
 class EnsembleScorer:
     """Scores waves with every member. ``__call__``: a batch of input rows (see module doc) →
-    ``key (B',)``, ``scores (B', M, K)`` float32 (B' = examples, two per split for excerpts)."""
+    ``key (B',)``, ``scores (B', M, K)`` float32, ``error (B',)`` (B' = examples, two per split for
+    excerpts; ``error`` is non-empty only for an audio file that could not be read)."""
 
     def __init__(self, members: list[str], kind: str, audio_format: str | None = None, splits: list[int] | None = None):
         import torch

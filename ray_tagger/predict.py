@@ -100,3 +100,32 @@ def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tupl
     mean = scorer.scores(waves).mean(axis=1)
     classes = scorer.classes
     return [(str(f), [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]) for f, row in zip(good, mean)]
+
+
+def tag_seconds(run_dir: str | Path, files: list[str | Path], top: int = 5,
+                window_s: float | None = None) -> list[tuple[str, list[list[tuple[str, float]]]]]:
+    """``-> [(file, per second [(class, score)] * top)]``: the ensemble's top classes in every second of
+    each readable file (:func:`~ray_tagger.scoring.score_seconds`). Second i is scored on a window of
+    ``window_s`` seconds (default: the models' training crop, else 1 s) centred on it."""
+    from .features import normalized_clips
+    from .scoring import score_seconds, window_frames
+
+    members = member_paths(run_dir)
+    check_model_files(members)
+    scorer = EnsembleScorer([str(m) for m in members], "files")
+    window = window_frames(window_s, scorer.features) or scorer.window or window_frames(1.0, scorer.features)
+    per_second = scorer.features.sample_rate / scorer.features.hop_length
+    out, bad = [], []
+    for f in files:
+        try:
+            wave = read_audio(f, scorer.features.sample_rate)
+        except ValueError as e:
+            bad.append((str(f), str(e)))
+            continue
+        feat = normalized_clips(scorer.logmel, scorer.stats, [wave])[0]
+        mean = score_seconds(scorer.models, feat, window, per_second).mean(axis=1)  # (S, K)
+        out.append((str(f), [[(scorer.classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]] for row in mean]))
+    _report_bad(bad, len(files))
+    if not out:
+        raise ValueError(f"nothing could be scored: all {len(files)} files are unreadable")
+    return out

@@ -1,0 +1,78 @@
+"""Window scoring of long clips and per-second scores, against hand-computed windows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ray_tagger.scoring import score_crops, score_features, score_seconds, second_starts, window_starts
+from tests.datasets import random_model_run
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_window_starts_hand_values():
+    assert window_starts(3, 4) == [0] and window_starts(10, None) == [0]
+    assert window_starts(10, 4) == [0, 2, 4, 6]  # half a window apart, the last ends at frame 10
+    assert window_starts(11, 4) == [0, 2, 4, 6, 7]  # one more, moved back to end at the clip's end
+
+
+def test_second_starts_hand_values():
+    # 10 s at 50 frames/s, 3 s windows (150 frames) centred on 25, 75, ..., 475, kept inside [0, 350]
+    assert second_starts(500, 150, 50.0) == [0, 0, 50, 100, 150, 200, 250, 300, 350, 350]
+    assert second_starts(120, 150, 50.0) == [0, 0, 0]  # shorter than a window: the whole clip, 3 seconds
+    assert second_starts(10, 150, 50.0) == [0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    run = tmp_path_factory.mktemp("m")
+    return [random_model_run(run / "one", CLASSES, seed=1), random_model_run(run / "two", CLASSES, seed=2)]
+
+
+def _one(model, crop: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(crop)[None, None], torch.tensor([crop.shape[1]]))[0].numpy()
+
+
+def test_score_features_is_the_mean_over_the_windows_each_scored_alone(models):
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((128, n)).astype(np.float32) for n in (90, 230, 400)]
+    got = score_features(models, feats, window=100)
+    for b, f in enumerate(feats):
+        starts = window_starts(f.shape[1], 100)
+        for m, model in enumerate(models):
+            want = np.mean([_one(model, f[:, s: s + min(100, f.shape[1])]) for s in starts], axis=0)
+            np.testing.assert_allclose(got[b, m], want, atol=1e-5)
+
+
+def test_score_seconds_scores_each_second_on_its_own_window(models):
+    feat = np.random.default_rng(1).standard_normal((128, 333)).astype(np.float32)  # 6.66 s at 50 frames/s
+    got = score_seconds(models, feat, 100, 50.0)
+    starts = second_starts(333, 100, 50.0)
+    assert got.shape == (7, 2, 3) and len(starts) == 7
+    for i, s in enumerate(starts):
+        for m, model in enumerate(models):
+            np.testing.assert_allclose(got[i, m], _one(model, feat[:, s: s + 100]), atol=1e-5)
+    np.testing.assert_allclose(score_crops(models, [feat[:, :100]])[0], got[0], atol=1e-6)
+
+
+def test_tag_frames_prints_one_line_per_second(tmp_path):
+    run = tmp_path / "run"
+    random_model_run(run, CLASSES)
+    rate = 44100
+    t = np.arange(int(4.5 * rate)) / rate
+    sf.write(tmp_path / "long.wav", (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), rate)
+    done = subprocess.run([sys.executable, "-m", "ray_tagger", "tag", str(run), str(tmp_path / "long.wav"), "--frames",
+                           "--top", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == f"{tmp_path / 'long.wav'}:"
+    assert len(lines) == 1 + 5  # 4.5 s: seconds 0..4
+    assert lines[1].split()[0] == "0–1" and lines[5].split()[0] == "4–5"
+    assert all(len(line.split(",")) == 2 for line in lines[1:])
