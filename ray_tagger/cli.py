@@ -161,6 +161,15 @@ def _tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    done = export(args.run_dir, args.out)
+    print(f"{done['members']} models, {done['classes']} classes → {done['out']} ({done['bytes'] / 1e6:.1f} MB, TorchScript: "
+          f"torch.jit.load(path)(wave) → scores, .classes the vocabulary)")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from .config import resolve, resolve_system
     from .pipeline import run
@@ -351,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--window", type=float, default=None,
                     help="with --frames: window in seconds (default: the models' training crop, else 1 s)")
     tg.set_defaults(func=_tag)
+
+    ex = sub.add_parser("export", help="the ensemble as one TorchScript file: mono waveform → class scores, vocabulary inside")
+    ex.add_argument("run_dir", type=_folder, help="an ensemble folder, a training run folder or a 'run' folder")
+    ex.add_argument("out", type=_folder, help="the file to write (e.g. tagger.pt)")
+    ex.set_defaults(func=_export)
 
     rn = sub.add_parser("run", help="the whole system: [demo data] → prepare → relabel → ensemble → predict → evaluate")
     rn.add_argument("data_dir", type=_folder, nargs="?", default=None, help="Kaggle or Zenodo data set (default: generate the demo set)")

@@ -89,13 +89,17 @@ class ConvBlock2d(nn.Module):
 
 
 class CRNN(nn.Module):
-    """Report Table 1. ``forward: (B, 1, F, N), (B,) -> (B, K)`` probabilities."""
+    """Report Table 1. ``forward: (B, 1, F, N), (B,) -> (B, K)`` probabilities. Scriptable
+    (``torch.jit.script``, for ``ray-tagger export``): the config is Python-only metadata."""
+
+    __jit_ignored_attributes__ = ["config"]
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         if config.n_mels % 32:
             raise ValueError(f"n_mels must be divisible by 32, got {config.n_mels}")
         self.config = config
+        self.n_mels = config.n_mels
         blocks, c_in = [], 1
         for channels, convs, time_pool in config.blocks:
             blocks.append(ConvBlock2d(c_in, channels, convs, time_pool))
@@ -116,8 +120,8 @@ class CRNN(nn.Module):
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, 1, F, N), (B,) -> (B, H)``: the GRU output at each example's last valid frame."""
-        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.config.n_mels:
-            raise ValueError(f"expected input (B, 1, {self.config.n_mels}, N), got {tuple(x.shape)}")
+        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.n_mels:
+            raise ValueError(f"expected input (B, 1, {self.n_mels}, N), got {x.shape}")
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(1, x.shape[-1])
         x = x * valid_mask(lengths, x.shape[-1])[:, None, None, :]
         for block in self.blocks:

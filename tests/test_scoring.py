@@ -76,3 +76,25 @@ def test_tag_frames_prints_one_line_per_second(tmp_path):
     assert len(lines) == 1 + 5  # 4.5 s: seconds 0..4
     assert lines[1].split()[0] == "0–1" and lines[5].split()[0] == "4–5"
     assert all(len(line.split(",")) == 2 for line in lines[1:])
+
+
+def test_export_scores_equal_the_ensemble_scorer_and_carry_the_vocabulary(tmp_path):
+    """Two random members; waves shorter than, equal to and longer than the 2 s window."""
+    import json
+
+    from ray_tagger.cli import main
+    from ray_tagger.infer import EnsembleScorer
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    random_model_run(one, CLASSES, seed=1)
+    random_model_run(two, CLASSES, seed=2)
+    (tmp_path / "ensemble.json").write_text(json.dumps({"members": ["one/model.pt", "two/model.pt"]}))
+    assert main(["export", str(tmp_path), str(tmp_path / "tagger.pt")]) == 0
+    extra = {"classes.json": ""}
+    tagger = torch.jit.load(str(tmp_path / "tagger.pt"), _extra_files=extra)
+    assert tagger.classes == CLASSES and json.loads(extra["classes.json"]) == CLASSES and tagger.sample_rate == 44100
+    scorer = EnsembleScorer([str(one / "model.pt"), str(two / "model.pt")], "files")
+    rng = np.random.default_rng(0)
+    for n in (20_000, 88_200, 300_001):
+        wave = (0.1 * rng.standard_normal(n)).astype(np.float32)
+        np.testing.assert_allclose(tagger(torch.from_numpy(wave)).numpy(), scorer.scores([wave]).mean(axis=1)[0], atol=1e-5)

@@ -185,6 +185,22 @@ def test_predict_then_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_p
     window = 1 + 2 * 44100 // 882  # frames of 2 s at the report's hop
     here = lwlrap(truth, score_features([m for m, _ in members], feats, window).mean(axis=1))[0]
     assert abs(overall - here) < 1e-5, (overall, here)
+    # the exported TorchScript ensemble gives predict's scores on every test clip
+    import pyarrow.parquet as pq
+    import torch
+
+    from ray_tagger.decode import decode, to_float
+
+    exported = _cli("export", str(run_dir), str(tmp_path / "tagger.pt"))
+    assert exported.returncode == 0, exported.stderr
+    tagger = torch.jit.load(str(tmp_path / "tagger.pt"))
+    with open(out, newline="") as f:
+        submitted = {r["fname"]: np.array([float(r[c]) for c in tagger.classes]) for r in csv.DictReader(f)}
+    rows = pq.read_table(run_dir / "shards" / "audio" / "source=test").to_pylist()
+    assert len(rows) == len(submitted) == CLIPS // 2
+    worst = max(np.abs(tagger(torch.from_numpy(to_float(decode(r["audio"], "flac")))).numpy() - submitted[r["clip_id"]]).max()
+                for r in rows)
+    assert worst < 1e-4, worst
 
 
 def test_tag_downmixes_and_resamples_any_file(system_run, tmp_path):
