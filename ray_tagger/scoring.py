@@ -64,7 +64,7 @@ def score_features(models: list, feats: list[np.ndarray], window: int | None,
 def second_starts(frames: int, window: int, frames_per_second: float) -> list[int]:
     """Start frames of one window per second of a clip of ``frames`` frames: the window centred on the
     middle of second i, moved inside the clip where it would overhang (the whole clip when shorter)."""
-    seconds = max(1, int(np.ceil(frames / frames_per_second)))
+    seconds = max(1, int(np.ceil((frames - 1) / frames_per_second)))  # a centred STFT has 1 + T // hop frames
     last = max(frames - window, 0)
     return [int(min(max(round((i + 0.5) * frames_per_second - window / 2), 0), last)) for i in range(seconds)]
 

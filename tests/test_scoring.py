@@ -27,6 +27,7 @@ def test_second_starts_hand_values():
     assert second_starts(500, 150, 50.0) == [0, 0, 50, 100, 150, 200, 250, 300, 350, 350]
     assert second_starts(120, 150, 50.0) == [0, 0, 0]  # shorter than a window: the whole clip, 3 seconds
     assert second_starts(10, 150, 50.0) == [0]
+    assert len(second_starts(901, 150, 50.0)) == 18  # 18 s of audio: 1 + 900 frames, 18 seconds, not 19
 
 
 @pytest.fixture(scope="module")
