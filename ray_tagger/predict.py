@@ -3,7 +3,9 @@
 ``predict`` takes the test clips of a shards folder, a folder of audio files, audio files, or
 a ``.txt`` list of audio paths, scores them with Ray Data actors (:mod:`ray_tagger.infer`) and
 writes a Kaggle submission (``fname`` + one column per class, in the vocabulary's order).
-``tag`` scores a few files in this process and returns their top classes.
+``tag`` scores a few files in this process and returns their top classes; ``tag_seconds`` does
+so for every second of each file. Audio files that cannot be read are skipped with one log line
+each; only when nothing could be read is it an error.
 """
 
 from __future__ import annotations
