@@ -82,26 +82,33 @@ def _report_bad(bad: list[tuple[str, str]], total: int) -> None:
         log.warning("%d of %d inputs could not be read and are not in the output", len(bad), total)
 
 
-def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
-    """``-> [(file, [(class, score)] * top)]``: the ensemble's top classes per readable file (in this
-    process); unreadable files get one line each (:func:`_report_bad`), and when none can be read
-    the error says so."""
-    members = member_paths(run_dir)
-    check_model_files(members)
-    scorer = EnsembleScorer([str(m) for m in members], "files")
+def _readable(files: list[str | Path], sample_rate: int) -> tuple[list[str | Path], list[np.ndarray]]:
+    """The files that can be read and their waves; one line per other file (:func:`_report_bad`), an
+    error when none can be read."""
     good, waves, bad = [], [], []
     for f in files:
         try:
-            waves.append(read_audio(f, scorer.features.sample_rate))
+            waves.append(read_audio(f, sample_rate))
             good.append(f)
         except ValueError as e:
             bad.append((str(f), str(e)))
     _report_bad(bad, len(files))
     if not good:
         raise ValueError(f"nothing could be scored: all {len(files)} files are unreadable")
+    return good, waves
+
+
+def _top(row: np.ndarray, classes: list[str], top: int) -> list[tuple[str, float]]:
+    return [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]
+
+
+def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
+    """``-> [(file, [(class, score)] * top)]``: the ensemble's top classes per readable file (in this
+    process; a model file that is not code-free is refused as it loads, :mod:`ray_tagger.modelfile`)."""
+    scorer = EnsembleScorer([str(m) for m in member_paths(run_dir)], "files")
+    good, waves = _readable(files, scorer.features.sample_rate)
     mean = scorer.scores(waves).mean(axis=1)
-    classes = scorer.classes
-    return [(str(f), [(classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]]) for f, row in zip(good, mean)]
+    return [(str(f), _top(row, scorer.classes, top)) for f, row in zip(good, mean)]
 
 
 def tag_seconds(run_dir: str | Path, files: list[str | Path], top: int = 5,
@@ -112,22 +119,12 @@ def tag_seconds(run_dir: str | Path, files: list[str | Path], top: int = 5,
     from .features import normalized_clips
     from .scoring import score_seconds, window_frames
 
-    members = member_paths(run_dir)
-    check_model_files(members)
-    scorer = EnsembleScorer([str(m) for m in members], "files")
+    scorer = EnsembleScorer([str(m) for m in member_paths(run_dir)], "files")
     window = window_frames(window_s, scorer.features) or scorer.window or window_frames(1.0, scorer.features)
     per_second = scorer.features.sample_rate / scorer.features.hop_length
-    out, bad = [], []
-    for f in files:
-        try:
-            wave = read_audio(f, scorer.features.sample_rate)
-        except ValueError as e:
-            bad.append((str(f), str(e)))
-            continue
-        feat = normalized_clips(scorer.logmel, scorer.stats, [wave])[0]
+    good, waves = _readable(files, scorer.features.sample_rate)
+    out = []
+    for f, feat in zip(good, normalized_clips(scorer.logmel, scorer.stats, waves)):
         mean = score_seconds(scorer.models, feat, window, per_second).mean(axis=1)  # (S, K)
-        out.append((str(f), [[(scorer.classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:top]] for row in mean]))
-    _report_bad(bad, len(files))
-    if not out:
-        raise ValueError(f"nothing could be scored: all {len(files)} files are unreadable")
+        out.append((str(f), [_top(row, scorer.classes, top) for row in mean]))
     return out
