@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .console import stage
 from .decode import decode, to_float
 from .features import FeatureConfig, LogMel
 from .layout import n_hot
@@ -237,7 +238,7 @@ def fit_baselines(shards_dir: str | Path, out_dir: str | Path, fnames: list[str]
         if truth is not None:
             row["test_lwlrap"] = lwlrap(truth, results[name])[0]
         info["rows"][name] = row
-        log.info("baseline %s: %d clips, l2 %g%s", suffix, row["train_clips"], l2,
+        stage(log, "baseline %s: %d clips, l2 %g%s", suffix, row["train_clips"], l2,
                  f", test lwlrap {row['test_lwlrap']:.4f}" if truth is not None else "")
     (out_dir / "baseline.json").write_text(json.dumps(info, indent=1))
     return results

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .console import runs_progress, say
 
 log = logging.getLogger("ray_tagger")
 
@@ -58,12 +59,13 @@ def _train(args: argparse.Namespace) -> int:
     placement = Placement(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     needed = int(required_cpus(job, placement, fold is not None) + 0.999)
     ensure_ray(args.num_cpus or max(os.cpu_count() or 1, needed))
-    summary = train(args.shards_dir, args.run_dir, job, args.split, fold, placement, args.storage_path,
-                    str(Path(args.relabeled).resolve()) if args.relabeled else None)
+    with runs_progress("train", {Path(args.run_dir).name: Path(args.run_dir).resolve()}, job.optim.iterations):
+        summary = train(args.shards_dir, args.run_dir, job, args.split, fold, placement, args.storage_path,
+                        str(Path(args.relabeled).resolve()) if args.relabeled else None)
     final = summary["final_metrics"]
     val = f", held-out lwlrap {final['val_lwlrap']:.4f}" if "val_lwlrap" in final else ""
-    print(f"trained {summary['iterations']} iterations ({summary['swa_snapshots']} SWA snapshots){val}")
-    print(f"model: {summary['model']}; config, metrics and checkpoints in {args.run_dir}")
+    say(f"trained {summary['iterations']} iterations ({summary['swa_snapshots']} SWA snapshots){val}")
+    say(f"model: {summary['model']}; config, metrics and checkpoints in {args.run_dir}")
     return 0
 
 
@@ -95,8 +97,8 @@ def _relabel(args: argparse.Namespace) -> int:
     n = len(system.relabel_splits) * len(system.relabel_folds)
     concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
     summary = relabel(args.shards_dir, args.run_dir, job, system, _placement(args), concurrency, args.actors)
-    print(format_changes(args.run_dir, args.noisy_truth))
-    print(f"relabelled tables: {', '.join(summary['tables'].values())}")
+    say(format_changes(args.run_dir, args.noisy_truth))
+    say(f"relabelled tables: {', '.join(summary['tables'].values())}")
     return 0
 
 
@@ -113,7 +115,7 @@ def _ensemble(args: argparse.Namespace) -> int:
     job, system = resolve(args.preset, args.set, extra), resolve_system(args.preset, args.set, extra)
     concurrency = _ensure_ray_for_runs(args, job, len(system.final_R) * len(system.final_splits), holdout=False)
     info = ensemble(args.shards_dir, args.run_dir, args.relabeled, job, system, _placement(args), concurrency)
-    print(f"ensemble of {len(info['members'])} models in {args.run_dir}: " + ", ".join(r["name"] for r in info["runs"]))
+    say(f"ensemble of {len(info['members'])} models in {args.run_dir}: " + ", ".join(r["name"] for r in info["runs"]))
     return 0
 
 
@@ -191,8 +193,8 @@ def _sweep(args: argparse.Namespace) -> int:
     concurrency = _ensure_ray_for_runs(args, job, args.samples, holdout=True)
     result = sweep(args.shards_dir, args.run_dir, job, args.preset, args.samples, _placement(args), concurrency,
                    args.grace, args.seed)
-    print(format_sweep(result))
-    print(f"best configuration written as a preset: {result['preset']} (use it with ensemble/run --preset)")
+    say(format_sweep(result))
+    say(f"best configuration written as a preset: {result['preset']} (use it with ensemble/run --preset)")
     return 0
 
 
@@ -437,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CALM_COMMANDS = ("run", "relabel", "ensemble", "train", "sweep")
+"""Commands whose console is calm unless ``-v`` (:mod:`ray_tagger.console`); their log is RUN_DIR/ray-tagger.log."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -444,6 +450,20 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.command in CALM_COMMANDS and not args.verbose:
+        from .console import LOG_NAME, Console
+        from .runtime import shutdown_own_ray
+
+        with Console(Path(args.run_dir) / LOG_NAME, args.command) as console:
+            try:
+                return _dispatch(args, console.err)
+            finally:
+                shutdown_own_ray()  # Ray's shutdown messages go to the log too
+    return _dispatch(args, sys.stderr)
+
+
+def _dispatch(args: argparse.Namespace, err) -> int:
+    """Run the sub-command; expected failures become one line on ``err`` and an exit code."""
     from .prepare import BadInputError
     from .layout import LayoutError
     from .evaluate import EvaluationError
@@ -452,10 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (BadInputError, LayoutError, EvaluationError, FileExistsError, ValueError, RunsFailedError) as e:
-        print(f"ray-tagger {args.command}: error: {e}", file=sys.stderr)
+        print(f"ray-tagger {args.command}: error: {e}", file=err)
         return 1
     except FileNotFoundError as e:
-        print(f"ray-tagger {args.command}: error: {e}", file=sys.stderr)
+        print(f"ray-tagger {args.command}: error: {e}", file=err)
         return 1
     except Exception as e:  # a Ray Train failure: say how to go on, keep the details in the log
         if type(e).__name__ not in ("TrainingFailedError", "WorkerGroupError", "ControllerError"):
@@ -463,10 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("training failed", exc_info=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"ray-tagger {args.command}: training failed ({type(e).__name__}: {first[:300]}); "
-              "re-run the same command to resume from the last checkpoint", file=sys.stderr)
+              "re-run the same command to resume from the last checkpoint", file=err)
         return 2
     except KeyboardInterrupt:
-        print(f"ray-tagger {args.command}: interrupted", file=sys.stderr)
+        print(f"ray-tagger {args.command}: interrupted", file=err)
         return 130
 
 

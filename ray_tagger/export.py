@@ -75,7 +75,7 @@ def export(run_dir: str | Path, out: str | Path) -> dict:
     members = member_paths(run_dir)
     metas = check_model_files(members)
     meta = metas[0]
-    models = [load_member(p)[0] for p in members]
+    models = [load_member(p, channels_last=False)[0] for p in members]  # the default layout: portable
     features = FeatureConfig(**meta["features"])
     tagger = EnsembleTagger(models, features, NormStats.from_json(meta["stats"]), window_frames(meta.get("crop_s"), features),
                             meta["classes"]).eval()

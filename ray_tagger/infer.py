@@ -27,7 +27,8 @@ import ray
 from .config import _build
 from .decode import decode, to_float
 from .features import FeatureConfig, normalized_clips
-from .model import CRNN, ModelConfig
+from .console import count_progress
+from .model import CRNN, ModelConfig, fast_layout
 from .modelfile import load_model
 from .normalization import NormStats
 from .scoring import score_features, window_frames
@@ -52,11 +53,14 @@ def member_paths(run_dir: str | Path) -> list[Path]:
     raise FileNotFoundError(f"{root}: no ensemble.json, final/ensemble.json or model.pt; is it a run folder?")
 
 
-def load_member(path: str | Path) -> tuple[CRNN, dict]:
-    """A trained model in eval mode and its metadata (classes, features, stats, run)."""
+def load_member(path: str | Path, channels_last: bool = True) -> tuple[CRNN, dict]:
+    """A trained model in eval mode and its metadata (classes, features, stats, run); its weights in
+    channels-last layout unless ``channels_last`` is False (:func:`~ray_tagger.model.fast_layout`)."""
     weights, meta = load_model(path)
     model = CRNN(_build(ModelConfig, meta["model_config"]))
     model.load_state_dict(weights)
+    if channels_last:
+        fast_layout(model)
     model.eval()
     return model, meta
 
@@ -177,12 +181,14 @@ def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_form
     )
     scored.set_name(f"ensemble_scores_{kind}")  # how the pipeline shows in the dashboard and the logs
     keys, scores, failed, rows = [], [], [], 0
-    for b in scored.iter_batches(batch_size=256, batch_format="numpy"):
-        ok = b["error"] == ""
-        keys.extend(b["key"][ok].tolist())
-        scores.append(b["scores"][ok])
-        failed.extend(zip(b["key"][~ok].tolist(), b["error"][~ok].tolist()))
-        rows += len(b["key"])
+    with count_progress(f"scoring ({kind})", "examples") as advance:
+        for b in scored.iter_batches(batch_size=64, batch_format="numpy"):
+            ok = b["error"] == ""
+            keys.extend(b["key"][ok].tolist())
+            scores.append(b["scores"][ok])
+            failed.extend(zip(b["key"][~ok].tolist(), b["error"][~ok].tolist()))
+            rows += len(b["key"])
+            advance(len(b["key"]))
     if len(set(keys) | {k for k, _ in failed}) != rows:
         raise ValueError("duplicate input names: two inputs share a file name")
     if failed and bad is None:

@@ -143,6 +143,13 @@ class CRNN(nn.Module):
         return logits if return_logits else torch.sigmoid(logits)
 
 
+def fast_layout(model: nn.Module) -> nn.Module:
+    """``model`` with its 4-D weights in channels-last memory layout (in place; returned for chaining).
+    The inputs stay ``(B, 1, F, N)`` contiguous: PyTorch's convolutions follow the weights' layout,
+    and a state_dict saved from either layout loads into the other."""
+    return model.to(memory_format=torch.channels_last)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .config import SystemConfig, TrainJobConfig
+from .console import say, stage
 from .layout import n_hot
 from .train import Placement
 
@@ -31,7 +32,7 @@ STAGES = ("data", "prepare", "relabel", "ensemble", "predict", "evaluate")
 
 
 def _stage(i: int, text: str) -> None:
-    log.info("== stage %d/%d: %s", i, len(STAGES), text)
+    stage(log, "== stage %d/%d: %s", i, len(STAGES), text)
 
 
 def test_truth(shards_dir: Path, data_dir: Path, classes: list[str], fnames: list[str]) -> np.ndarray | None:
@@ -90,11 +91,11 @@ def run(
     splits = max(max(system.relabel_splits + system.final_splits) + 1, 3)  # at least the report's 3 splits
     folds = max(max(system.relabel_folds) + 1, 5)  # and 5 folds
     manifest = prepare(data_dir, shards, PrepareConfig(splits=splits, folds=folds))
-    log.info("shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
+    stage(log, "shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
     _stage(3, f"relabel ({len(system.relabel_splits)} splits × {len(system.relabel_folds)} folds, R={system.relabel_R})")
     relabel(shards, run_dir / "relabel", job, system, placement, concurrency, actors)
     noisy_truth = data_dir.parent / f"{data_dir.name}-noisy-truth.csv"  # the demo set's planted truth
-    print(format_changes(run_dir / "relabel", noisy_truth if noisy_truth.is_file() else None), flush=True)
+    say(format_changes(run_dir / "relabel", noisy_truth if noisy_truth.is_file() else None))
     _stage(4, f"final ensemble (R ∈ {list(system.final_R)} × splits {list(system.final_splits)})")
     info = ensemble(shards, run_dir / "final", run_dir / "relabel", job, system, placement, concurrency)
     _stage(5, "predict the test clips")
@@ -130,7 +131,7 @@ def run(
                "submission": str(pred / "submission.csv"), "plots": sorted(str(p) for p in plots.glob("*.png")),
                "wall_s_this_call": time.time() - t0}
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    print(format_table(rows), flush=True)
+    say(format_table(rows))
     return results
 
 

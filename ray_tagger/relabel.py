@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import SystemConfig, TrainJobConfig
+from .console import stage
 from .infer import score, shard_rows
 from .layout import n_hot
 from .metrics import lwlrap
@@ -181,7 +182,7 @@ def relabel(
     shards_dir, out_dir = Path(shards_dir).resolve(), Path(out_dir).resolve()
     summary_path = out_dir / "summary.json"
     if summary_path.is_file():
-        log.info("%s is complete; nothing to relabel", out_dir)
+        stage(log, "%s is complete; nothing to relabel", out_dir)
         return json.loads(summary_path.read_text())
     classes, _, audio_format = shard_meta(shards_dir)
     manifest = json.loads((shards_dir / "manifest.json").read_text())
@@ -203,7 +204,7 @@ def relabel(
     except RelabelRefused as e:
         (out_dir / "refused.json").write_text(json.dumps({"message": str(e), "check": e.check}, indent=1))
         raise
-    log.info("relabel check: held-out lwlrap %.3f (chance %.3f), would drop %.1f%% → %s", check["heldout_lwlrap"],
+    stage(log, "relabel check: held-out lwlrap %.3f (chance %.3f), would drop %.1f%% → %s", check["heldout_lwlrap"],
              check["chance"], 100 * check["would_drop"], check["decision"])
     if check["decision"] == "kept_provided":  # the provided labels verbatim, no excerpt dropped
         log.warning("relabel: %s; keeping the provided labels (system.relabel_on_failure=keep_provided)", _failures(check))
@@ -231,7 +232,7 @@ def relabel(
 def _noisy_scores(shards_dir: Path, members: list[str], audio_format: str, splits: list[int],
                   actors: int) -> tuple[pd.DataFrame, np.ndarray]:
     """The noisy excerpt table (:func:`_noisy_table`) and its ``(E, K)`` ensemble-mean scores, row for row."""
-    log.info("relabel: scoring every noisy excerpt of %d splits with %d models (Ray Data, %d actors)", len(splits), len(members), actors)
+    stage(log, "relabel: scoring every noisy excerpt of %d splits with %d models (Ray Data, %d actors)", len(splits), len(members), actors)
     keys, scores = score(shard_rows(shards_dir, "noisy", actors), members, "excerpts", audio_format, splits, actors)
     mean = pd.DataFrame(scores.mean(axis=1), index=keys)
     table = _noisy_table(shards_dir, splits)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import ray
 
+from . import console
 from .config import TrainJobConfig
 from .train import Placement, required_cpus, train
 
@@ -109,7 +110,7 @@ def train_many(
     todo = [s for s in specs if not is_complete(root, s)]
     done = len(specs) - len(todo)
     if done:
-        log.info("%s: %d of %d runs are complete and are not trained again", stage, done, len(specs))
+        console.stage(log, "%s: %d of %d runs are complete and are not trained again", stage, done, len(specs))
     if todo:
         holdout = any(s.fold is not None for s in todo)
         fit = fits_at_once(job, placement, holdout)
@@ -123,7 +124,7 @@ def train_many(
         if concurrency is not None and concurrency > fit:
             log.warning("%s: %d concurrent runs asked for, but the cluster holds %d at once now; the rest wait for free "
                         "resources (or for nodes an autoscaler adds)", stage, concurrency, fit)
-        log.info("%s: training %d runs, %d at a time (%s)", stage, len(todo), n, ", ".join(s.name for s in todo))
+        console.stage(log, "%s: training %d runs, %d at a time (%s)", stage, len(todo), n, ", ".join(s.name for s in todo))
         by_name = {s.name: {k: v for k, v in dataclasses.asdict(s).items() if k != "name"} for s in todo}
         trainable = tune.with_parameters(_trial, shards=str(Path(shards_dir).resolve()), root=str(root), job=job.to_dict(),
                                          placement=dataclasses.asdict(placement))
@@ -133,7 +134,8 @@ def train_many(
             tune_config=tune.TuneConfig(max_concurrent_trials=n),
             run_config=tune.RunConfig(name=stage, storage_path=str(root / "tune"), verbose=1),
         )
-        grid_result = tuner.fit()
+        with console.runs_progress(stage, {s.name: run_dir(root, s) for s in specs}, job.optim.iterations):
+            grid_result = tuner.fit()
         failed = [s.name for s in todo if not is_complete(root, s)]
         if failed or grid_result.errors:
             first = grid_result.errors[0] if grid_result.errors else "no summary written"

@@ -7,18 +7,32 @@ import os
 
 import ray
 
+from .console import stage
+
 log = logging.getLogger(__name__)
+
+_started_here = False
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Connect once per process: to ``RAY_ADDRESS`` if set (as under ``ray job submit``),
     otherwise start a local single-node Ray (``num_cpus`` logical CPUs, default: all cores)."""
+    global _started_here
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        log.info("connecting to the Ray cluster at %s", address)
+        stage(log, "connecting to the Ray cluster at %s", address)
         ray.init(address=address)
     else:
-        log.info("starting a local Ray (%s CPUs)", num_cpus or "all")
+        stage(log, "starting a local Ray (%s logical CPUs)", num_cpus or "all")
         ray.init(num_cpus=num_cpus, include_dashboard=False)
+        _started_here = True
+
+
+def shutdown_own_ray() -> None:
+    """Stop the local Ray that :func:`ensure_ray` started in this process (nothing else)."""
+    global _started_here
+    if _started_here and ray.is_initialized():
+        ray.shutdown()
+    _started_here = False

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from .config import TrainJobConfig, resolve_system
+from .console import runs_progress, stage
 from .runs import TRIAL_CPU, RunsFailedError
 from .train import Placement
 
@@ -89,7 +90,7 @@ def sweep(
     grace = grace or max(job.run.log_every, iterations // 4)
     plan = trial_plan(samples, seed)
     n = min(samples, concurrency or max(1, fits_at_once(job, placement, True)))
-    log.info("sweep: %d trials, %d at a time, ASHA on held-out lwlrap (grace %d of %d iterations)", samples, n, grace, iterations)
+    stage(log, "sweep: %d trials, %d at a time, ASHA on held-out lwlrap (grace %d of %d iterations)", samples, n, grace, iterations)
     by_name = {p["name"]: p for p in plan}
     trainable = tune.with_parameters(_trial, shards=str(Path(shards_dir).resolve()), root=str(out_dir), job=job.to_dict(),
                                      placement=dataclasses.asdict(placement))
@@ -104,7 +105,8 @@ def sweep(
         ),
         run_config=tune.RunConfig(name="sweep", storage_path=str(out_dir / "tune"), verbose=1),
     )
-    grid = tuner.fit()
+    with runs_progress("sweep", {name: out_dir / "trials" / name for name in by_name}, iterations):
+        grid = tuner.fit()
     trials = []
     for result in grid:
         trial = by_name[result.config["name"]]

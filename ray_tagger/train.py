@@ -34,7 +34,7 @@ from .batching import BatchComposer, BatchConfig, Example, collate
 from .config import TrainJobConfig
 from .loss import bce_loss
 from .metrics import lwlrap
-from .model import CRNN
+from .model import CRNN, fast_layout
 from .modelfile import load_checkpoint, save_checkpoint, save_model
 from .scoring import score_features, window_frames
 from .specaugment import SpecAugment
@@ -171,6 +171,8 @@ def train_loop(cfg: dict) -> None:
     seed = content_key(f"{job.run.seed}/{cfg['run']}") % 2**31
     torch.manual_seed(seed)
     base = CRNN(job.model)
+    if job.run.channels_last:
+        fast_layout(base)
     model = ray.train.torch.prepare_model(base)
     opt = torch.optim.Adam(model.parameters(), lr=job.optim.lr)
     swa = SWA(base)

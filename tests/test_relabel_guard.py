@@ -195,7 +195,8 @@ def test_models_at_chance_stop_relabel_with_one_line_and_exit_1_and_nothing_look
     assert check["decision"] == "refused"
     assert check["heldout_lwlrap"] < check["chance"] + 0.1 or check["would_drop"] > 0.5
     assert abs(check["heldout_lwlrap"] - check["chance"]) < 0.15, "2 iterations of training should be at chance"
-    assert sorted(p.name for p in out.iterdir() if p.name not in ("runs", "tune")) == ["refused.json"]
+    # besides the training runs, only the refusal and the command's log (ray_tagger.console)
+    assert sorted(p.name for p in out.iterdir() if p.name not in ("runs", "tune")) == ["ray-tagger.log", "refused.json"]
     assert len(list(out.glob("runs/*/summary.json"))) == 1  # the training runs stay: a re-run skips them
     with pytest.raises(FileNotFoundError, match="run 'ray-tagger relabel' first"):
         ensemble_specs(resolve_system("tiny", OVERRIDES), out)
