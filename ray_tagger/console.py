@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 LOG_NAME = "ray-tagger.log"
 """The log file of a calm command, in its run folder."""
 
+REDRAW_S = 60.0
+"""How often a progress bar is redrawn when the console is not a terminal (a pipe or a file, e.g.
+``make demo | tee``): each redraw is another ``\r`` segment there. On a terminal: every second."""
+
 _FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 _current: "Console | None" = None
 
@@ -185,10 +189,10 @@ def runs_progress(label: str, run_dirs: dict[str, Path], iterations: int, every_
     total = iterations * len(run_dirs)
     tty = console.err.isatty() if hasattr(console.err, "isatty") else False
     bar = tqdm(total=total, desc=label, unit="it", file=console.err, dynamic_ncols=True, leave=True,
-               mininterval=1.0 if tty else 30.0, bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} it "
+               mininterval=1.0 if tty else REDRAW_S, bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} it "
                "[{elapsed}<{remaining}]{postfix}")
     stop = threading.Event()
-    quiet_s = 0.0 if tty else 30.0  # a log file or pipe gets one redraw per half minute, not one per poll
+    quiet_s = 0.0 if tty else REDRAW_S
     last = [0.0]
 
     def update(force: bool = False) -> None:
@@ -233,7 +237,7 @@ def count_progress(label: str, unit: str) -> Iterator:
     from tqdm import tqdm
 
     tty = console.err.isatty() if hasattr(console.err, "isatty") else False
-    bar = tqdm(desc=label, unit=unit, file=console.err, mininterval=1.0 if tty else 30.0, leave=True,
+    bar = tqdm(desc=label, unit=unit, file=console.err, mininterval=1.0 if tty else REDRAW_S, leave=True, delay=1.0,
                bar_format="{desc}: {n_fmt} " + unit + " [{elapsed}, {rate_fmt}]")
     try:
         yield bar.update
