@@ -91,10 +91,11 @@ class RunConfig:
     """Ray Train restarts failed workers this many times (from the last checkpoint)."""
     channels_last: bool = True
     """Keep the convolution weights in channels-last memory layout (an execution choice, not the
-    report's): a demo-preset train step on the 2-core x86 VM takes 0.24 s instead of 0.35 s. The
-    same model and loss; its BatchNorm backward sums in float32, so the first blocks' gradients
-    are about 1e-2 (relative) from a float64 reference instead of 1e-5 (tests/test_model.py).
-    False: PyTorch's default layout."""
+    report's), faster on x86 CPUs (docs/BENCHMARKS.md, ``bench model``). The same model and loss,
+    but less exact gradients: channels-last BatchNorm backward loses about 1e-5 per layer, so the
+    first blocks' gradients come 4-8 % (relative) from a float64 reference on one thread, against
+    4e-6 for the default layout (tests/test_model.py). No effect on learning was seen (two fold-0
+    runs, docs/LEARNING.md). False: PyTorch's default layout."""
 
 
 @dataclass(frozen=True)

@@ -74,10 +74,23 @@ def test_batch_neighbours_do_not_leak_into_an_example():
 
 def test_channels_last_layout_computes_the_same_model():
     """fast_layout changes the memory layout only: the outputs and the loss are those of the default
-    layout for the same weights, and the gradients those of a float64 reference to float32 accuracy
-    (channels-last BatchNorm backward sums in float32, so the first blocks' gradients come within about
-    1 % of the reference, against 1e-5 for the default layout); padding is still ignored; the weights
-    load into either layout."""
+    layout for the same weights, and the gradients those of a float64 reference up to float32 error;
+    padding is still ignored; the weights load into either layout.
+
+    The gradients of channels-last are measurably less exact: its BatchNorm backward loses about
+    1e-5 (relative) per layer against 1e-7 for the default layout, and through the nine BatchNorm
+    layers of this model the first blocks' weight gradients end up 4-8 % from the reference on one
+    thread (as a Train worker runs) and about 1 % on two, against 4e-6 for the default layout.
+    A wrong layout (weights permuted) would be off by about 100 %."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Train worker (one CPU), where the error is largest
+    try:
+        _check_channels_last()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_channels_last():
     torch.manual_seed(3)
     cfg = ModelConfig(blocks=((8, 2, 2), (16, 2, 2), (16, 2, 2), (32, 2, 1), (32, 1, 1)), conv1d_channels=32,
                       gru_hidden=32, fc_hidden=32, n_classes=7)
@@ -102,7 +115,7 @@ def test_channels_last_layout_computes_the_same_model():
     assert losses[1] == pytest.approx(losses[2], rel=1e-5) and losses[0] == pytest.approx(losses[2], rel=1e-5)
     for g_plain, g_fast, g_ref in zip(*grads):
         assert (g_plain - g_ref).norm() <= 1e-4 * g_ref.norm()
-        assert (g_fast - g_ref).norm() <= 3e-2 * g_ref.norm()
+        assert (g_fast - g_ref).norm() <= 0.15 * g_ref.norm()
     plain.eval(), fast.eval()
     padded = torch.cat([x[2:], 100 * torch.randn(1, 1, 128, 70)], -1)
     torch.testing.assert_close(fast(padded, lengths[2:]), plain(x[2:], lengths[2:]), rtol=1e-5, atol=1e-6)

@@ -59,15 +59,17 @@ def test_console_is_calm_and_the_log_holds_rays_output(ddp_run):
     """Issue 12: stage lines, one progress bar and the result on the console; Ray's own output
     (the Train workers' forwarded logs, Ray Train's report lines) only in RUN_DIR/ray-tagger.log."""
     run_dir, done = ddp_run
-    console = (done.stdout + "\n" + done.stderr).strip().splitlines()  # text mode turns the bar's \r into lines
-    bars = [line for line in console if line.startswith("train:")]
-    others = [line for line in console if not line.startswith("train:")]
-    print("\n" + "\n".join(others + bars[-1:]))
-    assert len(others) <= 6, others
+    out = [line for line in done.stdout.splitlines() if line.strip()]
+    err = [line for line in done.stderr.splitlines() if line.strip()]  # text mode turns the bar's \r into lines
+    bars = [line for line in err if line.startswith("train:")]
+    others = [line for line in err if not line.startswith("train:")]
+    print("\n" + "\n".join(others + bars[-1:] + out))
+    assert len(out) == 2 and out[0].startswith(f"trained {ITERATIONS} iterations") and out[1].startswith("model: "), out
+    assert len(others) <= 3, others
     assert others[0] == f"ray-tagger train: Ray's output and the full log go to {run_dir / 'ray-tagger.log'} (-v: all on the console)"
-    assert any(line.startswith("starting a local Ray") for line in others)
+    assert others[1].startswith("starting a local Ray")
     assert bars and f"{ITERATIONS}/{ITERATIONS} it" in bars[-1] and "runs 1/1 done, held-out 0." in bars[-1], bars[-1:]
-    assert not any("RayTrainWorker" in line or "Reporting training result" in line for line in console)
+    assert not any("RayTrainWorker" in line or "Reporting training result" in line for line in out + err)
     log = (run_dir / "ray-tagger.log").read_text()
     assert "(RayTrainWorker pid=" in log and "Reporting training result" in log
     assert f"iteration {ITERATIONS}/{ITERATIONS}" in log and f"trained {ITERATIONS} iterations" in log
