@@ -104,6 +104,10 @@ class Console:
         self.out, self.err = sys.stdout, sys.stderr
         self._saved: list = []
 
+    def tty(self) -> bool:
+        """Whether the terminal side is a terminal (bars redraw every second) or a pipe or file."""
+        return bool(getattr(self.err, "isatty", lambda: False)())
+
     def write(self, text: str) -> None:
         """Results: to the terminal and the log."""
         from tqdm import tqdm
@@ -187,7 +191,7 @@ def runs_progress(label: str, run_dirs: dict[str, Path], iterations: int, every_
     from tqdm import tqdm
 
     total = iterations * len(run_dirs)
-    tty = console.err.isatty() if hasattr(console.err, "isatty") else False
+    tty = console.tty()
     bar = tqdm(total=total, desc=label, unit="it", file=console.err, dynamic_ncols=True, leave=True,
                mininterval=1.0 if tty else REDRAW_S, bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} it "
                "[{elapsed}<{remaining}]{postfix}")
@@ -236,7 +240,7 @@ def count_progress(label: str, unit: str) -> Iterator:
         return
     from tqdm import tqdm
 
-    tty = console.err.isatty() if hasattr(console.err, "isatty") else False
+    tty = console.tty()
     bar = tqdm(desc=label, unit=unit, file=console.err, mininterval=1.0 if tty else REDRAW_S, leave=True, delay=1.0,
                bar_format="{desc}: {n_fmt} " + unit + " [{elapsed}, {rate_fmt}]")
     try:

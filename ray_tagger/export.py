@@ -28,7 +28,7 @@ from torch import nn
 from .features import FeatureConfig, LogMel
 from .infer import check_model_files, load_member, member_paths
 from .normalization import NormStats
-from .scoring import window_frames
+from .scoring import window_frames, window_starts
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,7 @@ class EnsembleTagger(nn.Module):
         x = (torch.log(power.clamp_min(self.floor)) - self.mean) / self.std
         n = x.shape[-1]
         w = n if self.window == 0 or n <= self.window else self.window
-        starts: List[int] = [0]
-        if w < n:  # windows half a window apart, the last one ending at the clip's end (scoring.window_starts)
-            hop = max(w // 2, 1)
-            starts = list(range(0, n - w + 1, hop))
-            if starts[-1] + w < n:
-                starts.append(n - w)
+        starts = window_starts(n, w)  # scripted along with this module
         crops = torch.stack([x[:, s: s + w] for s in starts]).unsqueeze(1)  # (P, 1, F, w)
         lengths = torch.full((len(starts),), w, dtype=torch.long)
         total = torch.zeros(0)
