@@ -111,7 +111,7 @@ def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConf
     ``clip_id, source, fold, targets (N, K), features (N, 3F)``, rows sorted by (source, clip_id)."""
     import ray
 
-    classes, stats, audio_format = shard_meta(shards_dir)
+    classes, stats, audio_format = shard_meta(shards_dir, features)
     dirs = [p for p in sorted((Path(shards_dir) / "audio").glob("source=*")) if p.is_dir()]
     ds = ray.data.read_parquet([str(p) for p in dirs], columns=["clip_id", "labels", "fold", "audio", "source"])
     ds = ds.map_batches(featurize_rows, fn_kwargs={"classes": classes, "stats": stats, "features": features,

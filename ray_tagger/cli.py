@@ -33,8 +33,13 @@ def _prepare(args: argparse.Namespace) -> int:
     from .prepare import PrepareConfig, prepare
     from .runtime import ensure_ray
 
+    from .config import resolve_features
+
+    if any(not item.startswith("features.") for item in args.set):
+        raise ValueError("prepare --set takes only features.FIELD=VALUE (the log-mel settings)")
     config = PrepareConfig(
-        splits=args.splits, folds=args.folds, seed=args.seed, on_bad=args.on_bad, audio_format=args.audio_format
+        splits=args.splits, folds=args.folds, seed=args.seed, on_bad=args.on_bad, audio_format=args.audio_format,
+        features=resolve_features(args.preset, args.set),
     )
     ensure_ray(args.num_cpus)
     manifest = prepare(args.data_dir, args.shards_dir, config)
@@ -300,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--on-bad", choices=("skip", "fail"), default="skip", help="what to do with a bad input row")
     pr.add_argument("--audio-format", choices=("flac", "pcm16"), default="flac")
+    pr.add_argument("--preset", default="paper",
+                    help="the preset (or YAML file) whose log-mel features the normalisation statistics are for: "
+                         "train with the same one")
+    pr.add_argument("--set", action="append", default=[], metavar="features.FIELD=VALUE",
+                    help="override one log-mel setting of the preset")
     pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
     pr.set_defaults(func=_prepare)
 

@@ -155,6 +155,11 @@ class TrainJobConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        if self.model.n_mels != self.features.n_mels:
+            raise ValueError(f"model.n_mels ({self.model.n_mels}) must equal features.n_mels ({self.features.n_mels}): "
+                             f"set both")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -239,3 +244,9 @@ def resolve(preset: str = "paper", overrides: list[str] | None = None, extra: di
 def resolve_system(preset: str = "paper", overrides: list[str] | None = None, extra: dict | None = None) -> SystemConfig:
     """The ``system`` section, layered like :func:`resolve` (``--set system.final_R=[4]``)."""
     return SystemConfig.from_dict(_layered(preset, overrides, extra)["system"])
+
+
+def resolve_features(preset: str = "paper", overrides: list[str] | None = None) -> FeatureConfig:
+    """The ``features`` section (log-mel settings), layered like :func:`resolve`; what ``prepare``
+    computes the normalisation statistics with."""
+    return _build(FeatureConfig, _layered(preset, overrides, None)["features"])

@@ -90,7 +90,7 @@ def run(
     _stage(2, f"prepare {data_dir} → {shards}")
     splits = max(max(system.relabel_splits + system.final_splits) + 1, 3)  # at least the report's 3 splits
     folds = max(max(system.relabel_folds) + 1, 5)  # and 5 folds
-    manifest = prepare(data_dir, shards, PrepareConfig(splits=splits, folds=folds))
+    manifest = prepare(data_dir, shards, PrepareConfig(splits=splits, folds=folds, features=job.features))
     stage(log, "shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
     _stage(3, f"relabel ({len(system.relabel_splits)} splits × {len(system.relabel_folds)} folds, R={system.relabel_R})")
     relabel(shards, run_dir / "relabel", job, system, placement, concurrency, actors)

@@ -18,6 +18,7 @@ With ``preserve_order`` the stream is deterministic for a given seed and worker 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 CLIP_COLUMNS = ["clip_id", "labels", "num_samples", "fold", "cuts", "audio"]
 MODES = ("train", "plain", "val")
 """train: both mixup streams, mixed; plain: every training example once, unmixed (BatchNorm
-refresh); val: the held-out curated fold, unmixed."""
+refresh; cropped like train when ``stream.crop_s`` is set, so the statistics are those of the
+inputs the model was trained on); val: the held-out curated fold, unmixed and whole."""
 
 
 @ray.remote(num_cpus=0)
@@ -83,14 +85,32 @@ class Item:
     labels: list
 
 
-def shard_meta(shards_dir: str | Path) -> tuple[list[str], NormStats, str]:
-    """Vocabulary, normalisation statistics and audio format of a shards folder."""
+class FeatureMismatchError(ValueError):
+    """The shards' normalisation statistics were computed with other log-mel settings."""
+
+
+def shard_meta(shards_dir: str | Path, features: FeatureConfig | None = None) -> tuple[list[str], NormStats, str]:
+    """Vocabulary, normalisation statistics and audio format of a shards folder.
+
+    With ``features``, the log-mel settings the statistics were computed with (the manifest's
+    prepare config) must be those: otherwise :class:`FeatureMismatchError`, one line that says
+    which settings differ and how to prepare the shards for them.
+    """
     root = Path(shards_dir)
-    manifest = root / "manifest.json"
-    if not manifest.is_file():
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
         raise FileNotFoundError(f"{root}: no manifest.json; run 'ray-tagger prepare' first")
+    manifest = json.loads(manifest_path.read_text())
+    if features is not None:
+        prepared = manifest["config"].get("features", dataclasses.asdict(FeatureConfig()))
+        wanted = dataclasses.asdict(features)
+        differ = [f"{k} {prepared.get(k)} (shards) vs {v} (config)" for k, v in wanted.items() if prepared.get(k) != v]
+        if differ:
+            raise FeatureMismatchError(
+                f"{root}: prepared for other log-mel features ({'; '.join(differ)}); prepare the data again with "
+                f"the same preset (ray-tagger prepare DATA SHARDS --preset NAME) into another folder")
     classes = json.loads((root / "vocabulary.json").read_text())["classes"]
-    return classes, NormStats.load(root / "stats.json"), json.loads(manifest.read_text())["audio_format"]
+    return classes, NormStats.load(root / "stats.json"), manifest["audio_format"]
 
 
 def clip_items(row: dict, source: str, spec: StreamSpec, mode: str, relabel: dict | None) -> list[Item]:
@@ -157,6 +177,9 @@ class MixFeaturize:
             items, waves, targets = [items[i] for i in order], [waves[i] for i in order], targets[order]
             if self.crop is not None:
                 waves = [random_crop(w, self.crop, rng) for w in waves]
+        elif self.crop is not None:  # plain
+            rng = clip_rng(self.seed, self.run, self.epoch, items[0].key)
+            waves = [random_crop(w, self.crop, rng) for w in waves]
         feats = normalized_clips(self.logmel, self.stats, waves)
         out = np.empty(len(feats), dtype=object)
         out[:] = feats
@@ -285,7 +308,7 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
-    classes, stats, audio_format = shard_meta(spec.shards_dir)
+    classes, stats, audio_format = shard_meta(spec.shards_dir, config.features)
     root = Path(spec.shards_dir) / "audio"
     sources = ["curated"] if mode == "val" else ["curated", "noisy"]
     shuffle = ray.data.FileShuffleConfig(seed=content_key(f"{config.run.seed}/{run}/{spec.rank}") % 2**31)
@@ -295,7 +318,7 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
         ds = ds.map_batches(_select, fn_kwargs={"rank": spec.rank, "world": spec.world}, batch_format="pyarrow")
     kwargs = {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
-              "clock": clock, "crop_s": config.stream.crop_s if mode == "train" else None,
+              "clock": clock, "crop_s": config.stream.crop_s if mode in ("train", "plain") else None,
               "audio_cache_mb": config.stream.audio_cache_mb if mode == "train" else 0}
     size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":

@@ -2,7 +2,8 @@
 strength, with ASHA early stopping on the held-out lwlrap.
 
 Strength ``s`` scales the report's augmentation together (``s = 1`` is the report): mixup
-probability ``min(1, 2/3·s)``, frequency-mask height ``16·s``, time-mask width ``70·s`` frames
+probability ``min(1, 2/3·s)``, frequency-mask height ``16·s`` bands of 128 (an eighth of the
+bands times s for other band counts), time-mask width ``70·s`` frames
 and the warp-factor scale ``0.07·s``. Trial ``i`` takes ``R = (1, 2, 4, 8)[i mod 4]`` and ``s``
 drawn uniformly from [0.25, 1.75] with the sweep's seed. Every trial is a training run (split 0,
 fold 0 held out) in ``RUN_DIR/trials/NAME``. The best trial's configuration is written as a
@@ -36,7 +37,7 @@ def with_strength(job: TrainJobConfig, strength: float) -> TrainJobConfig:
     return dataclasses.replace(
         job,
         mixup=dataclasses.replace(m, probability=min(1.0, 2 / 3 * strength)),
-        specaugment=dataclasses.replace(a, freq_mask_max=int(round(16 * strength)), time_mask_max=int(round(70 * strength)),
+        specaugment=dataclasses.replace(a, freq_mask_max=int(round(16 * strength * job.features.n_mels / 128)), time_mask_max=int(round(70 * strength)),
                                         alpha_scale=0.07 * strength),
     )
 

@@ -308,7 +308,7 @@ def train(
         log.info("%s is complete; nothing to train", run_dir)
         return json.loads(summary_path.read_text())
     started = time.time()
-    classes, stats, _ = shard_meta(shards_dir)
+    classes, stats, _ = shard_meta(shards_dir, job.features)
     job = dataclasses.replace(job, model=dataclasses.replace(job.model, n_classes=len(classes)))
     if job.batch.batch_size % placement.workers:
         raise ValueError(f"{placement.workers} workers cannot share a batch of {job.batch.batch_size} equally")

@@ -71,3 +71,9 @@ def _lists(x):
     if isinstance(x, (list, tuple)):
         return [_lists(v) for v in x]
     return x
+
+
+def test_the_model_and_the_features_must_agree_on_the_mel_bands():
+    with pytest.raises(ValueError, match=r"model.n_mels \(128\) must equal features.n_mels \(64\)"):
+        resolve("paper", ["features.n_mels=64"])
+    assert resolve("paper", ["features.n_mels=64", "model.n_mels=64"]).model.n_mels == 64

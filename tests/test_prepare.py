@@ -109,21 +109,54 @@ def test_audio_reads_back_bit_for_bit(demo, source):
         assert row["num_samples"] == len(wav)
 
 
-def test_statistics_have_the_report_shape_and_match_a_direct_computation(demo):
-    data, shards, _ = demo
-    stats = json.loads((shards / "stats.json").read_text())
-    mean, std = np.asarray(stats["mean"]), stats["std"]
-    assert mean.shape == (128,) and isinstance(std, float)
-    logmel = LogMel(FeatureConfig())
+def _training_logmel(data: Path, features: FeatureConfig) -> np.ndarray:
+    """``(F, frames)``: the log-mel of every training clip, side by side, computed directly."""
+    logmel = LogMel(features)
     feats = []
     for source in ("curated", "noisy"):
         for row in _csv_rows(data / f"train_{source}.csv"):
             wav, _ = sf.read(data / FOLDERS[source] / row["fname"], dtype="int16")
             feats.append(logmel.clip(torch.from_numpy(to_float(wav))).double().numpy())
-    x = np.concatenate(feats, axis=1)
+    return np.concatenate(feats, axis=1)
+
+
+def test_statistics_have_the_report_shape_and_match_a_direct_computation(demo):
+    data, shards, _ = demo
+    stats = json.loads((shards / "stats.json").read_text())
+    mean, std = np.asarray(stats["mean"]), stats["std"]
+    assert mean.shape == (128,) and isinstance(std, float)
+    x = _training_logmel(data, FeatureConfig())
     assert stats["frames"] == x.shape[1]
     np.testing.assert_allclose(mean, x.mean(axis=1), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(std, (x - x.mean(axis=1, keepdims=True)).std(), rtol=1e-9)
+
+
+def test_statistics_follow_the_configured_mel_bands_and_stages_check_them(demo, tmp_path):
+    from ray_tagger.stream import FeatureMismatchError, shard_meta
+
+    data, shards, _ = demo
+    narrow = prepare(data, tmp_path / "mel64", PrepareConfig(features=FeatureConfig(n_mels=64)))
+    assert narrow["config"]["features"]["n_mels"] == 64
+    mean = np.asarray(json.loads((tmp_path / "mel64" / "stats.json").read_text())["mean"])
+    assert mean.shape == (64,)
+    np.testing.assert_allclose(mean, _training_logmel(data, FeatureConfig(n_mels=64)).mean(axis=1), rtol=1e-9, atol=1e-9)
+    assert shard_meta(tmp_path / "mel64", FeatureConfig(n_mels=64))[1].mean.shape == (64,)
+    with pytest.raises(FeatureMismatchError, match=r"n_mels 64 \(shards\) vs 128 \(config\)"):
+        shard_meta(tmp_path / "mel64", FeatureConfig())
+    with pytest.raises(FeatureMismatchError, match=r"f_max 16000.0 \(shards\) vs 8000.0"):
+        shard_meta(shards, FeatureConfig(f_max=8000.0))
+
+
+def test_prepare_takes_the_features_of_a_preset_and_nothing_else(demo, tmp_path, capsys):
+    from ray_tagger.cli import main
+    from ray_tagger.config import resolve, resolve_features
+
+    data, _, _ = demo
+    assert resolve_features("demo") == resolve("demo").features
+    assert resolve_features("paper", ["features.n_mels=96"]).n_mels == 96
+    assert main(["prepare", str(data), str(tmp_path / "s"), "--set", "optim.lr=0.1"]) == 1
+    assert "prepare --set takes only features.FIELD=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def test_rerun_on_the_same_input_is_a_no_op(demo):

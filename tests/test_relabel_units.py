@@ -74,6 +74,8 @@ def test_strength_one_is_the_report_and_scales_every_knob():
     assert (half.specaugment.freq_mask_max, half.specaugment.time_mask_max) == (8, 35)
     assert half.specaugment.alpha_scale == pytest.approx(0.035)
     assert with_strength(job, 1.75).mixup.probability == 1.0
+    demo = resolve("demo")  # 64 bands: the frequency mask keeps its share of the bands
+    assert (with_strength(demo, 0.5).specaugment.freq_mask_max, demo.features.n_mels) == (4, 64)
 
 
 def test_trial_plan_cycles_R_and_draws_strength_in_range_reproducibly():

@@ -398,9 +398,10 @@ def measure(
     say = progress or (lambda _: None)
     import torch
 
-    classes, stats, audio_format = shard_meta(shards_dir)
+    classes, _, _ = shard_meta(shards_dir)
     config = resolve(preset, extra={"model": {"n_classes": len(classes)},
                                     "stream": {"R": R, "actors": workers, "compute": compute}})
+    _, stats, audio_format = shard_meta(shards_dir, config.features)
     hop_s = config.features.hop_length / config.features.sample_rate
     spec = StreamSpec(str(Path(shards_dir).resolve()), split=0, holdout_fold=None, R=R, rank=0, world=1)
     run = run_name(spec, config)
