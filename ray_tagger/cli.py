@@ -21,7 +21,8 @@ BENCH_MODEL_MODES = ("eager-fp32", "bf16-autocast", "channels-last", "compile", 
 def _demo_data(args: argparse.Namespace) -> int:
     from .demo_data import DemoConfig, generate
 
-    summary = generate(args.out, DemoConfig(clips=args.clips, seed=args.seed, layout=args.layout), overwrite=args.overwrite)
+    summary = generate(args.out, DemoConfig(clips=args.clips, seed=args.seed, layout=args.layout), overwrite=args.overwrite,
+                       workers=os.cpu_count() or 1)
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items())
     print(f"demo data set in {summary.out_dir}: {counts} clips, {summary.total_audio_s / 60:.1f} min of audio")
     print(f"test labels: {summary.test_labels_path}")
@@ -70,8 +71,40 @@ def _train(args: argparse.Namespace) -> int:
     final = summary["final_metrics"]
     val = f", held-out lwlrap {final['val_lwlrap']:.4f}" if "val_lwlrap" in final else ""
     say(f"trained {summary['iterations']} iterations ({summary['swa_snapshots']} SWA snapshots){val}")
+    if fold is not None:
+        say(_heldout_curve(Path(args.run_dir) / "metrics.jsonl"))
+        if not args.no_baseline:
+            say(_fold_baseline(args.shards_dir, Path(args.run_dir) / "baseline", fold, job.features))
     say(f"model: {summary['model']}; config, metrics and checkpoints in {args.run_dir}")
     return 0
+
+
+def _heldout_curve(metrics_path: Path) -> str:
+    """One line: the held-out lwlrap at each validation point of a run and of its final model."""
+    import json
+
+    points, final = {}, None  # by iteration: a resumed run repeats the iterations after its checkpoint
+    for line in metrics_path.read_text().splitlines():
+        m = json.loads(line)
+        if "val_lwlrap" in m:
+            if m.get("final"):
+                final = m["val_lwlrap"]
+            else:
+                points[m["iteration"]] = m["val_lwlrap"]
+    tail = f"; final model {final:.3f}" if final is not None else ""
+    return "held-out lwlrap by iteration: " + ", ".join(f"{i} {v:.3f}" for i, v in sorted(points.items())) + tail
+
+
+def _fold_baseline(shards_dir: str, out_dir: Path, fold: int, features) -> str:
+    """The classical baseline on the held-out fold of a ``train --fold`` run, as lines to print."""
+    from .baseline import fold_baseline
+
+    rows = fold_baseline(shards_dir, out_dir, fold, features)
+    parts = [f"{name.rsplit(', ', 1)[1]} {r['held_out_lwlrap']:.4f} (L2 {r['l2']:g})" for name, r in rows.items()
+             if r["held_out_lwlrap"] is not None]
+    clips = next(iter(rows.values()))["held_out_clips"]
+    return (f"classical baseline on the same {clips} held-out clips (logistic regression on pooled log-mel, fitted "
+            f"on the other training clips, L2 chosen on these clips): " + ", ".join(parts))
 
 
 def _placement(args: argparse.Namespace):
@@ -252,8 +285,10 @@ def _bench_prepare(args: argparse.Namespace) -> int:
 
 def _bench_model(args: argparse.Namespace) -> int:
     from .bench.model import run_bench
+    from .config import resolve
 
-    print(run_bench(args.steps, args.warmup, args.batch, args.seconds, args.modes, args.device, progress=log.info))
+    model = resolve(args.preset, args.set).model
+    print(run_bench(args.steps, args.warmup, args.batch, args.seconds, args.modes, args.device, model, progress=log.info))
     return 0
 
 
@@ -319,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split", type=int, default=0, help="which random cut of the noisy clips")
     t.add_argument("--fold", default="0", help="curated fold held out for validation, or 'none'")
     t.add_argument("--R", type=int, default=None, help="curated oversampling factor (default: the preset's)")
+    t.add_argument("--no-baseline", action="store_true",
+                   help="with --fold: skip the classical baseline on the held-out fold (printed beside the model)")
     t.add_argument("--preset", default="paper", help="paper, demo, tiny or a YAML file")
     t.add_argument("--workers", type=int, default=1, help="DDP workers; they share the batch of 16")
     t.add_argument("--gpus-per-worker", type=float, default=0.0, help="may be fractional")
@@ -422,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="modes to time (eager-fp32, the baseline, always runs first and last)",
     )
     bm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
+    bm.add_argument("--preset", default="paper", help="whose model (width, mel bands) to time: paper, demo, tiny or a YAML file")
+    bm.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
     bm.set_defaults(func=_bench_model)
     bl = bsub.add_parser("pipeline", help="the Ray Data training stream against a torch DataLoader doing the same work")
     bl.add_argument("shards_dir")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def run(
             log.info("demo data set exists in %s", data_dir)
         else:
             generate(data_dir, DemoConfig(clips=demo_clips, num_classes=demo_classes or DemoConfig.num_classes,
-                                          class_choice="first" if demo_classes is None else "spread"))
+                                          class_choice="first" if demo_classes is None else "spread"),
+                     workers=os.cpu_count() or 1)
     data_dir = Path(data_dir).resolve()
     _write_or_check(run_dir / "run.json", {"data_dir": str(data_dir), "preset": preset, "job": job.to_dict(),
                                            "system": system.identity(), "ray_tagger_version": __version__})

@@ -184,7 +184,7 @@ def relabel(
     if summary_path.is_file():
         stage(log, "%s is complete; nothing to relabel", out_dir)
         return json.loads(summary_path.read_text())
-    classes, _, audio_format = shard_meta(shards_dir)
+    classes, _, audio_format = shard_meta(shards_dir, job.features)
     manifest = json.loads((shards_dir / "manifest.json").read_text())
     n_splits, n_folds = manifest["config"]["splits"], manifest["config"]["folds"]
     bad = [s for s in system.relabel_splits if not 0 <= s < n_splits] + [f for f in system.relabel_folds if not 0 <= f < n_folds]

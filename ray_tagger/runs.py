@@ -24,6 +24,7 @@ import ray
 
 from . import console
 from .config import TrainJobConfig
+from .stream import shard_meta
 from .train import Placement, required_cpus, train
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def train_many(
                              f"but the Ray cluster has {ray.cluster_resources().get('CPU', 0):g} CPUs / "
                              f"{ray.cluster_resources().get('GPU', 0):g} GPUs now; on an autoscaling cluster pass "
                              "--concurrency N and the runs wait for the nodes the autoscaler adds")
+        shard_meta(shards_dir, job.features)  # shards prepared for other log-mel settings: one line, before any run
         n = min(len(todo), fit if concurrency is None else concurrency)
         if concurrency is not None and concurrency > fit:
             log.warning("%s: %d concurrent runs asked for, but the cluster holds %d at once now; the rest wait for free "

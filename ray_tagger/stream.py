@@ -168,7 +168,7 @@ class MixFeaturize:
             return {"key": np.array([], dtype=object), "features": np.array([], dtype=object),
                     "frames": np.array([], np.int64), "targets": np.zeros((0, len(self.index)), np.float32)}
         audio = {r["clip_id"]: self.audio.get(r["clip_id"], r["audio"]) for r in rows}
-        waves = [audio[i.clip_id][i.start: i.stop] for i in items]
+        waves = [to_float(audio[i.clip_id][i.start: i.stop]) for i in items]
         targets = n_hot([i.labels for i in items], self.index)
         if self.mode == "train":
             rng = clip_rng(self.seed, self.run, self.epoch, items[0].key)
@@ -209,7 +209,7 @@ def random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.n
 
 
 class AudioCache:
-    """Decoded clips (float32) kept across passes, up to ``limit_mb``: the first clips seen stay,
+    """Decoded clips (int16 samples, half the bytes of float32) kept across passes, up to ``limit_mb``: the first clips seen stay,
     later ones are decoded every pass (a pass visits every clip, so evicting old clips for new
     ones would keep none of them by the next visit). Decoding FLAC is about a fifth of a pool's
     cost; a pipeline process that sees a clip again takes it from here. ``limit_mb = 0`` keeps
@@ -221,13 +221,13 @@ class AudioCache:
         self.bytes, self.hits, self.misses = 0, 0, 0
 
     def get(self, clip_id: str, encoded: bytes) -> np.ndarray:
-        """``-> (T,)`` float32 samples of the clip; callers must not modify them (nothing in the stream
-        does: mixup, crops and features make new arrays or read-only views)."""
+        """``-> (T,)`` int16 samples of the clip; callers must not modify them (the stream converts
+        the part it uses with :func:`~ray_tagger.decode.to_float`)."""
         if clip_id in self.clips:
             self.hits += 1
             return self.clips[clip_id]
         self.misses += 1
-        wave = to_float(decode(encoded, self.audio_format))
+        wave = decode(encoded, self.audio_format)
         if self.bytes + wave.nbytes <= self.limit:
             self.clips[clip_id] = wave
             self.bytes += wave.nbytes

@@ -23,6 +23,7 @@ import yaml
 from .config import TrainJobConfig, resolve_system
 from .console import runs_progress, stage
 from .runs import TRIAL_CPU, RunsFailedError
+from .stream import shard_meta
 from .train import Placement
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def sweep(
 
     if samples < 1:
         raise ValueError("--samples must be at least 1")
+    shard_meta(shards_dir, job.features)  # shards prepared for other log-mel settings: one line, before any trial
     out_dir = Path(out_dir).resolve()
     base = job
     # every report carries the held-out lwlrap, so ASHA can compare trials at each rung

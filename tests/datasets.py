@@ -43,15 +43,17 @@ def tiny_kaggle(root: Path) -> dict[str, list[tuple[str, str]]]:
     return rows
 
 
-def demo_shards(root: Path, clips: int, seed: int = 0, classes: int = 8) -> Path:
+def demo_shards(root: Path, clips: int, seed: int = 0, classes: int = 8, preset: str = "tiny") -> Path:
     """A demo data set of the first ``classes`` demo classes in ``root/data`` (test labels beside it)
-    prepared into ``root/shards``; needs a Ray session. The tests' tiny models learn 8 classes from a
-    few dozen clips in a few hundred iterations; the whole vocabulary is for the demo preset."""
+    prepared into ``root/shards`` for the log-mel features of ``preset``; needs a Ray session. The
+    tests' tiny models learn 8 classes from a few dozen clips in a few hundred iterations; the whole
+    vocabulary is for the demo preset."""
+    from ray_tagger.config import resolve_features
     from ray_tagger.demo_data import DemoConfig, generate
     from ray_tagger.prepare import PrepareConfig, prepare
 
     generate(root / "data", DemoConfig(clips=clips, seed=seed, num_classes=classes, class_choice="spread"))
-    prepare(root / "data", root / "shards", PrepareConfig())
+    prepare(root / "data", root / "shards", PrepareConfig(features=resolve_features(preset)))
     return root / "shards"
 
 

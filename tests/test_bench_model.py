@@ -107,3 +107,12 @@ def test_cli_wiring():
     assert args.steps == 3 and args.modes == ["compile", "bf16-autocast"] and args.device == "cpu"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "model", "--modes", "fp8"])
+
+
+def test_cli_times_the_model_of_the_preset_asked_for(capsys):
+    from ray_tagger.cli import main
+
+    assert main(["bench", "model", "--preset", "demo", "--steps", "1", "--warmup", "0", "--batch", "2", "--seconds", "1",
+                 "--modes", "eager-fp32", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "input: batch 2 x 1 s = (2, 1, 64, 51)" in out, out  # the demo preset's 64 bands, 1 + 44100 // 882 frames

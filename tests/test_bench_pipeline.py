@@ -22,7 +22,7 @@ R = 4
 
 @pytest.fixture(scope="module")
 def shards(ray_session, tmp_path_factory):
-    return demo_shards(tmp_path_factory.mktemp("bench_pipeline"), clips=8)
+    return demo_shards(tmp_path_factory.mktemp("bench_pipeline"), clips=8, preset="demo")
 
 
 def _rows(shards, source: str) -> list[dict]:

@@ -348,6 +348,11 @@ def test_same_seed_identical_bytes(kaggle: dd.DemoSummary, tmp_path: Path) -> No
     assert again.test_labels_path.read_bytes() == kaggle.test_labels_path.read_bytes()
 
 
+def test_rendering_in_two_processes_writes_the_same_files(kaggle: dd.DemoSummary, tmp_path: Path) -> None:
+    again = dd.generate(tmp_path / "demo", SMALL, workers=2)
+    assert tree_files(again.out_dir) == tree_files(kaggle.out_dir)
+
+
 def test_different_seed_differs() -> None:
     other = dd.DemoConfig(clips=24, seed=1, num_classes=12)
     for source in dd.SOURCES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -29,4 +30,20 @@ def test_a_run_larger_than_the_cluster_is_refused_with_the_autoscaling_hint(ray_
     # fold 0 held out: 1 worker + 20 actors + BatchNorm + held-out actors + 1 read = 24
     with pytest.raises(ValueError, match="holds 24 CPUs.*has 8 CPUs.*pass --concurrency N"):
         train_many(tmp_path / "shards", tmp_path / "root", _job(20), [RunSpec("s0_f0", 0, 0, 4)], Placement())
+    assert not (tmp_path / "root" / "runs").exists(), "nothing was started"
+
+
+def test_shards_prepared_for_other_mel_bands_are_refused_before_any_run(ray_session, tmp_path):
+    from ray_tagger.features import FeatureConfig
+    from ray_tagger.stream import FeatureMismatchError
+
+    shards = tmp_path / "shards"  # the files shard_meta reads, as prepare writes them for the report's 128 bands
+    shards.mkdir()
+    (shards / "manifest.json").write_text(json.dumps({"config": {"features": dataclasses.asdict(FeatureConfig())},
+                                                      "audio_format": "flac"}))
+    (shards / "vocabulary.json").write_text(json.dumps({"classes": ["a", "b"]}))
+    (shards / "stats.json").write_text(json.dumps({"mean": [0.0] * 128, "std": 1.0, "frames": 1}))
+    demo = dataclasses.replace(resolve("demo"), stream=dataclasses.replace(resolve("demo").stream, actors=1))
+    with pytest.raises(FeatureMismatchError, match=r"n_mels 128 \(shards\) vs 64 \(config\)\); prepare the data again"):
+        train_many(shards, tmp_path / "root", demo, [RunSpec("s0_f0", 0, 0, 4)], Placement())
     assert not (tmp_path / "root" / "runs").exists(), "nothing was started"

@@ -64,7 +64,19 @@ def test_console_is_calm_and_the_log_holds_rays_output(ddp_run):
     bars = [line for line in err if line.startswith("train:")]
     others = [line for line in err if not line.startswith("train:")]
     print("\n" + "\n".join(others + bars[-1:] + out))
-    assert len(out) == 2 and out[0].startswith(f"trained {ITERATIONS} iterations") and out[1].startswith("model: "), out
+    assert len(out) == 4 and out[0].startswith(f"trained {ITERATIONS} iterations") and out[3].startswith("model: "), out
+    # --fold 0: the held-out curve and the classical baseline on the same clips (issue 11)
+    curve = {m["iteration"]: m["val_lwlrap"] for m in _metrics(run_dir) if "val_lwlrap" in m and not m.get("final")}
+    final = json.loads((run_dir / "summary.json").read_text())["final_metrics"]["val_lwlrap"]
+    assert sorted(curve) == [100, 200, 300]
+    assert out[1] == ("held-out lwlrap by iteration: " + ", ".join(f"{i} {v:.3f}" for i, v in sorted(curve.items()))
+                      + f"; final model {final:.3f}"), out[1]
+    rows = json.loads((run_dir / "baseline" / "baseline.json").read_text())["rows"]
+    assert [r["held_out_clips"] for r in rows.values()] == [20, 20]  # fold 0 of 100 curated clips in 5 folds
+    assert out[2].startswith("classical baseline on the same 20 held-out clips"), out[2]
+    for name, r in rows.items():
+        assert f"{name.rsplit(', ', 1)[1]} {r['held_out_lwlrap']:.4f}" in out[2]
+        assert 0.3 < r["held_out_lwlrap"] <= 1.0  # 8 classes: random scores reach about 0.35 (see the test below)
     assert len(others) <= 3, others
     assert others[0] == f"ray-tagger train: Ray's output and the full log go to {run_dir / 'ray-tagger.log'} (-v: all on the console)"
     assert others[1].startswith("starting a local Ray")
@@ -141,8 +153,9 @@ def test_same_seed_and_workers_give_the_same_loss_trace(ddp_run, shards, tmp_pat
     run_dir, _ = ddp_run
     again = tmp_path / run_dir.name  # the run name is part of the seed
     done = _run(_cmd(shards, again, "--workers", "2", "--R", "8", "--set", "optim.iterations=30",
-                     "--set", "run.validate_every=100"))
+                     "--set", "run.validate_every=100", "--no-baseline"))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not (again / "baseline").exists()
     first = [(m["iteration"], m["loss"]) for m in _metrics(run_dir) if "loss" in m and m["iteration"] <= 30]
     second = [(m["iteration"], m["loss"]) for m in _metrics(again) if "loss" in m]
     assert [i for i, _ in first] == [10, 20, 30]

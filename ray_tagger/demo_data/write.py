@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from types import MappingProxyType
@@ -83,15 +85,27 @@ def _join(labels: Sequence[str]) -> str:
     return ",".join(labels)
 
 
-def _write_audio(folder: Path, plans: Sequence[ClipPlan], config: DemoConfig) -> None:
-    """Render and write every clip of one source as 16-bit PCM mono wav."""
+def _write_clip(folder: Path, plan: ClipPlan, config: DemoConfig) -> None:
+    """Render one clip and write it as 16-bit PCM mono wav (a pure function of the plan)."""
+    pcm = _to_pcm16(render_clip(plan, config))
+    if not np.any(pcm):
+        raise RuntimeError(f"clip {plan.fname} rendered silent")
+    sf.write(folder / plan.fname, pcm, config.sample_rate, subtype="PCM_16", format="WAV")
+    logger.debug("wrote %s (%d samples, labels %s)", folder / plan.fname, pcm.size, plan.labels)
+
+
+def _write_audio(folder: Path, plans: Sequence[ClipPlan], config: DemoConfig, workers: int = 1) -> None:
+    """Render and write every clip of one source, in ``workers`` local processes when more than one
+    (each clip depends on its plan only, so the files are the same either way)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for plan in plans:
-        pcm = _to_pcm16(render_clip(plan, config))
-        if not np.any(pcm):
-            raise RuntimeError(f"clip {plan.fname} rendered silent")
-        sf.write(folder / plan.fname, pcm, config.sample_rate, subtype="PCM_16", format="WAV")
-        logger.debug("wrote %s (%d samples, labels %s)", folder / plan.fname, pcm.size, plan.labels)
+    if workers <= 1:
+        for plan in plans:
+            _write_clip(folder, plan, config)
+        return
+    # spawned, not forked: the caller may be a Ray driver, whose threads a fork would copy
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in [pool.submit(_write_clip, folder, plan, config) for plan in plans]:
+            done.result()
 
 
 def _freesound_id(plan: ClipPlan) -> int:
@@ -190,13 +204,14 @@ def _info(
 
 
 def generate(
-    out_dir: str | Path, config: DemoConfig = DemoConfig(), *, overwrite: bool = False
+    out_dir: str | Path, config: DemoConfig = DemoConfig(), *, overwrite: bool = False, workers: int = 1
 ) -> DemoSummary:
     """Synthesise the demo data set into ``out_dir`` in ``config.layout``.
 
     Also writes ``<out_dir>-test-labels.csv`` and ``<out_dir>-noisy-truth.csv`` beside
     ``out_dir``. Raises ValueError if ``out_dir`` exists and is non-empty, unless
     ``overwrite`` (which removes only what this function writes, then regenerates).
+    ``workers`` > 1 renders the clips in that many local processes (same files).
     """
     out = Path(out_dir).resolve()
     _prepare_out_dir(out, overwrite)
@@ -205,7 +220,7 @@ def generate(
     counts = {s: len(p) for s, p in plans.items()}
     logger.info("synthesising demo data (%s) in %s: %s", config.layout, out, counts)
     for source in SOURCES:
-        _write_audio(out / _audio_dir(config.layout, source), plans[source], config)
+        _write_audio(out / _audio_dir(config.layout, source), plans[source], config, workers)
     (_write_kaggle_meta if config.layout == "kaggle" else _write_zenodo_meta)(out, plans, names)
     test_path, noisy_path = _write_beside_files(out, plans)
     seconds = {s: sum(p.num_samples for p in plans[s]) / config.sample_rate for s in SOURCES}
