@@ -2,7 +2,7 @@
 
     wave (T,) mono float at the models' rate ─log-mel─▶ normalised (F, N) ─windows─▶ every member ─▶ mean ─▶ (K,)
 
-The file holds the members' weights, the log-mel front end (torchaudio's ``MelSpectrogram``),
+The file holds the members' weights, the log-mel front end (torchaudio's STFT and mel filterbank, :class:`~ray_tagger.features.MelPower`),
 the normalisation statistics, the scoring windows of :mod:`ray_tagger.scoring` and the
 vocabulary (``tagger.classes``, and ``classes.json`` among the archive's extra files). It needs
 torch (and torchaudio's operators, which are part of torch's library) but not ray_tagger:

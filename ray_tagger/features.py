@@ -39,6 +39,38 @@ class FeatureConfig:
         return 1 + num_samples // self.hop_length
 
 
+class MelPower(torch.nn.Module):
+    """Mel-band power: ``(B, T) -> (B, F, N)``, torchaudio's STFT and mel filterbank (HTK, no
+    norm), the power taken as ``re² + im²`` of the complex STFT. The same values as
+    ``torchaudio.transforms.MelSpectrogram(power=2)`` (to float rounding), which computes
+    ``|x|²`` through ``abs``: a square root and its square, a third of a clip's feature cost."""
+
+    def __init__(self, config: FeatureConfig):
+        super().__init__()
+        self.spectrogram = torchaudio.transforms.Spectrogram(
+            n_fft=config.n_fft,
+            win_length=config.frame_length,
+            hop_length=config.hop_length,
+            window_fn=torch.blackman_window,
+            power=None,
+            center=True,
+            pad_mode="constant",
+        )
+        self.mel_scale = torchaudio.transforms.MelScale(
+            n_mels=config.n_mels,
+            sample_rate=config.sample_rate,
+            f_min=config.f_min,
+            f_max=config.f_max,
+            n_stft=config.n_fft // 2 + 1,
+            norm=None,
+            mel_scale="htk",
+        )
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        spec = self.spectrogram(waves)
+        return self.mel_scale(spec.real.square() + spec.imag.square())
+
+
 class LogMel(torch.nn.Module):
     """Batched log-mel energies with per-example lengths.
 
@@ -50,21 +82,7 @@ class LogMel(torch.nn.Module):
     def __init__(self, config: FeatureConfig = FeatureConfig()):
         super().__init__()
         self.config = config
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=config.sample_rate,
-            n_fft=config.n_fft,
-            win_length=config.frame_length,
-            hop_length=config.hop_length,
-            f_min=config.f_min,
-            f_max=config.f_max,
-            n_mels=config.n_mels,
-            window_fn=torch.blackman_window,
-            power=2.0,
-            center=True,
-            pad_mode="constant",
-            norm=None,
-            mel_scale="htk",
-        )
+        self.mel = MelPower(config)
 
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor | None = None

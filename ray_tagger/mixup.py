@@ -89,12 +89,14 @@ def mixup(
     rng: np.random.Generator,
     config: MixupConfig = MixupConfig(),
     groups: list | None = None,
+    copy: bool = True,
 ) -> tuple[list[np.ndarray], np.ndarray, list[MixRecord]]:
     """Mix a pool of variable-length waveforms with partners from the same pool.
 
     ``[(T_b,)] * B, (B, K) n-hot -> [(T'_b,)] * B float32, (B, K) n-hot, [MixRecord] * B``.
     ``groups`` (B,) keeps examples of the same group (copies of one clip) apart.
-    The inputs are not modified.
+    The inputs are not modified. ``copy=False`` returns an unmixed float32 input itself rather
+    than a copy (for callers that own their waves: the training stream).
     """
     lengths = np.array([len(w) for w in waves])
     group_ids = None if groups is None else np.asarray(groups)
@@ -103,7 +105,8 @@ def mixup(
         record = draw(lengths, i, rng, config, group_ids)
         records.append(record)
         if record.partner < 0:
-            out_waves.append(np.asarray(wave, dtype=np.float32).copy())
+            unmixed = np.asarray(wave, dtype=np.float32)
+            out_waves.append(unmixed.copy() if copy and np.shares_memory(unmixed, wave) else unmixed)
             continue
         j = record.partner
         out_waves.append(superpose(wave, waves[j], record.shift, record.gain_base, record.gain_partner))

@@ -192,7 +192,7 @@ class MixFeaturize:
             idx = [k for k, item in enumerate(items) if item.stream == stream]
             if idx:
                 mixed, mixed_targets, _ = mixup([waves[k] for k in idx], targets[idx], rng, self.mixup_config,
-                                                groups=[items[k].clip_id for k in idx])
+                                                groups=[items[k].clip_id for k in idx], copy=False)
                 for j, k in enumerate(idx):
                     waves[k], targets[k] = mixed[j], mixed_targets[j]
         return waves, targets

@@ -94,3 +94,20 @@ def test_normalisation_subtracts_band_means_and_divides_by_one_scalar():
     np.testing.assert_allclose(y.mean(axis=1), 0.0, atol=1e-12)
     np.testing.assert_allclose(y.std(), 1.0, rtol=1e-12)
     assert NormStats.from_json(stats.to_json()).std == stats.std
+
+
+@pytest.mark.parametrize("n_mels", [128, 64])
+def test_mel_power_is_torchaudios_mel_spectrogram(n_mels):
+    """re² + im² of the complex STFT instead of torchaudio's |x|² (abs, then square): the same
+    values to float rounding."""
+    import torchaudio
+
+    c = FeatureConfig(n_mels=n_mels)
+    theirs = torchaudio.transforms.MelSpectrogram(
+        sample_rate=c.sample_rate, n_fft=c.n_fft, win_length=c.frame_length, hop_length=c.hop_length, f_min=c.f_min,
+        f_max=c.f_max, n_mels=c.n_mels, window_fn=torch.blackman_window, power=2.0, center=True, pad_mode="constant",
+        norm=None, mel_scale="htk")
+    waves = torch.from_numpy(np.random.default_rng(1).normal(0, 0.1, (3, 44100)).astype(np.float32))
+    ours = LogMel(c).mel(waves)
+    assert ours.shape == (3, n_mels, 51)
+    torch.testing.assert_close(ours, theirs(waves), rtol=1e-5, atol=1e-9)
