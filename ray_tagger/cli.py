@@ -31,10 +31,9 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from .config import resolve_features
     from .prepare import PrepareConfig, prepare
     from .runtime import ensure_ray
-
-    from .config import resolve_features
 
     if any(not item.startswith("features.") for item in args.set):
         raise ValueError("prepare --set takes only features.FIELD=VALUE (the log-mel settings)")
@@ -96,7 +95,7 @@ def _heldout_curve(metrics_path: Path) -> str:
 
 
 def _fold_baseline(shards_dir: str, out_dir: Path, fold: int, features) -> str:
-    """The classical baseline on the held-out fold of a ``train --fold`` run, as lines to print."""
+    """The classical baseline on the held-out fold of a ``train --fold`` run, as a line to print."""
     from .baseline import fold_baseline
 
     rows = fold_baseline(shards_dir, out_dir, fold, features)

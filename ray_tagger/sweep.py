@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,15 @@ def with_strength(job: TrainJobConfig, strength: float) -> TrainJobConfig:
         specaugment=dataclasses.replace(a, freq_mask_max=int(round(16 * strength * job.features.n_mels / 128)), time_mask_max=int(round(70 * strength)),
                                         alpha_scale=0.07 * strength),
     )
+
+
+def trial_job(job: TrainJobConfig) -> TrainJobConfig:
+    """The job a trial trains: every report must carry the held-out lwlrap (Tune refuses a result
+    without the metric ASHA compares on), and a run reports at every log step, every checkpoint
+    and its last iteration, so it logs and validates every ``gcd(log_every, checkpoint_every,
+    iterations)`` iterations (``log_every`` itself when the others are multiples of it)."""
+    step = math.gcd(math.gcd(job.run.log_every, job.run.checkpoint_every), job.optim.iterations)
+    return dataclasses.replace(job, run=dataclasses.replace(job.run, log_every=step, validate_every=step))
 
 
 def trial_plan(samples: int, seed: int) -> list[dict]:
@@ -87,8 +97,7 @@ def sweep(
     shard_meta(shards_dir, job.features)  # shards prepared for other log-mel settings: one line, before any trial
     out_dir = Path(out_dir).resolve()
     base = job
-    # every report carries the held-out lwlrap, so ASHA can compare trials at each rung
-    job = dataclasses.replace(job, run=dataclasses.replace(job.run, validate_every=job.run.log_every))
+    job = trial_job(job)
     iterations = job.optim.iterations
     grace = grace or max(job.run.log_every, iterations // 4)
     plan = trial_plan(samples, seed)

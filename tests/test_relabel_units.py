@@ -8,7 +8,7 @@ import pytest
 from ray_tagger.config import SystemConfig, TrainJobConfig, resolve, resolve_system
 from ray_tagger.relabel import choose_thresholds, relabel_specs
 from ray_tagger.report import chance_lwlrap, format_table, results_table
-from ray_tagger.sweep import R_VALUES, STRENGTH_RANGE, trial_plan, with_strength
+from ray_tagger.sweep import R_VALUES, STRENGTH_RANGE, trial_job, trial_plan, with_strength
 
 
 def test_threshold_minimises_the_error_count_worked_example():
@@ -121,3 +121,14 @@ def test_keep_provided_labels_flag_maps_to_relabel_on_failure():
     assert parsed("relabel", "shards", "out", "--keep-provided-labels").relabel_on_failure == "keep_provided"
     assert parsed("run", "out", "--keep-provided-labels").relabel_on_failure == "keep_provided"
     assert parsed("run", "out", "--keep-provided-labels", "--set", "system.relabel_on_failure=stop").relabel_on_failure == "stop"
+
+
+def test_every_report_of_a_sweep_trial_carries_the_held_out_lwlrap():
+    """Reports come at log steps, checkpoints and the last iteration; each must validate, or Tune
+    refuses the result (seen with the demo preset: log every 50, checkpoint every 30, 90 iterations)."""
+    demo = trial_job(resolve("demo", ["optim.iterations=90", "run.checkpoint_every=30"]))
+    assert (demo.run.log_every, demo.run.validate_every) == (10, 10)
+    reports = [it for it in range(1, 91) if it % 50 == 0 or it % 30 == 0 or it == 90]
+    assert all(it % demo.run.validate_every == 0 for it in reports)
+    default = trial_job(resolve("demo"))  # log 50, checkpoint 300, 1,200 iterations: unchanged
+    assert (default.run.log_every, default.run.validate_every) == (50, 50)
