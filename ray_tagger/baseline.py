@@ -216,6 +216,14 @@ def choose_l2(X: np.ndarray, Y: np.ndarray, held_out: np.ndarray, config: Baseli
     return max(scores, key=lambda l2: (scores[l2], l2)), scores
 
 
+def _row(data: dict, sources: tuple[str, ...], fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One baseline row's training data: ``-> rows (N,) bool of data, X (n, 3F), Y (n, K), held_out (n,)``,
+    ``held_out`` marking the row's curated clips of ``fold``."""
+    rows = np.isin(data["source"], sources)
+    held_out = (data["source"][rows] == "curated") & (data["fold"][rows] == fold)
+    return rows, data["features"][rows], data["targets"][rows], held_out
+
+
 def fit_baselines(shards_dir: str | Path, out_dir: str | Path, fnames: list[str], truth: np.ndarray | None = None,
                   features: FeatureConfig = FeatureConfig(), config: BaselineConfig = BaselineConfig()) -> dict[str, np.ndarray]:
     """Fit both baseline rows on the shards' training clips; ``-> {row name: (N, K) test scores}`` in
@@ -228,9 +236,7 @@ def fit_baselines(shards_dir: str | Path, out_dir: str | Path, fnames: list[str]
     results, info = {}, {"config": dataclasses.asdict(config), "features": dataclasses.asdict(features),
                          "feature_seconds": seconds, "rows": {}}
     for suffix, sources in ROWS.items():
-        rows = np.isin(data["source"], sources)
-        X, Y = data["features"][rows], data["targets"][rows]
-        held_out = (data["source"][rows] == "curated") & (data["fold"][rows] == config.holdout_fold)
+        rows, X, Y, held_out = _row(data, sources, config.holdout_fold)
         t0 = time.perf_counter()
         l2, grid = choose_l2(X, Y, held_out, config)
         name = f"{NAME}, {suffix}"
@@ -256,9 +262,7 @@ def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, featur
     data, _ = cached_features(shards_dir, out_dir, features, config)
     rows_info = {}
     for suffix, sources in ROWS.items():
-        rows = np.isin(data["source"], sources)
-        X, Y = data["features"][rows], data["targets"][rows]
-        held_out = (data["source"][rows] == "curated") & (data["fold"][rows] == fold)
+        _, X, Y, held_out = _row(data, sources, fold)
         if not held_out.any():
             raise ValueError(f"{shards_dir}: curated fold {fold} has no clips")
         l2, grid = choose_l2(X, Y, held_out, dataclasses.replace(config, holdout_fold=fold))
