@@ -198,15 +198,18 @@ def train_loop(cfg: dict) -> None:
     metrics_path = Path(cfg["run_dir"]) / "metrics.jsonl"
     window, t0 = [], time.perf_counter()
 
-    def report(metrics: dict, checkpoint: bool, final: bool = False) -> None:
+    def report(metrics: dict, checkpoint: bool, to_ray: bool, final: bool = False) -> None:
+        """Append to ``metrics.jsonl`` (rank 0); with ``to_ray`` also ``ray.train.report`` (every rank)."""
+        if rank == 0:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        if not to_ray:
+            return
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
-            if rank == 0:
-                if checkpoint:
-                    _save(Path(tmp) / CHECKPOINT_FILE, base, opt, swa, gen, state)
-                    ckpt = ray.train.Checkpoint.from_directory(tmp)
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
+            if rank == 0 and checkpoint:
+                _save(Path(tmp) / CHECKPOINT_FILE, base, opt, swa, gen, state)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
             name = "final" if final else f"iter_{state['iteration']:07d}"
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
 
@@ -236,10 +239,13 @@ def train_loop(cfg: dict) -> None:
                            "clips_per_s": len(window) * job.batch.batch_size / dt, "epoch": state["epoch"],
                            "swa_snapshots": swa.snapshots, "resumed_from": resumed_from, "dropped_examples": composer.stats.dropped,
                            "time": time.time()}
-                if cfg["holdout"] and rank == 0 and (it % r.validate_every == 0):
+                val_due = cfg["holdout"] and it % r.validate_every == 0
+                if val_due and rank == 0:
                     val = val or _val_set(ray.train.get_dataset_shard("val"))
                     metrics["val_lwlrap"] = val_lwlrap(base, val, score_window, device)
-                report(metrics, checkpoint=ckpt_due)
+                # Ray Train takes one report per controller poll (2 s) and blocks the loop until
+                # then: only checkpoints and validations go to Ray (Tune's scheduler needs them)
+                report(metrics, checkpoint=ckpt_due, to_ray=ckpt_due or val_due)
                 if rank == 0:
                     log.info("iteration %d/%d  loss %.4f  %.1f clips/s%s", it, o.iterations, metrics["loss"], metrics["clips_per_s"],
                              f"  held-out lwlrap {metrics['val_lwlrap']:.4f}" if "val_lwlrap" in metrics else "")
@@ -257,7 +263,7 @@ def train_loop(cfg: dict) -> None:
         if cfg["holdout"]:
             val = val or _val_set(ray.train.get_dataset_shard("val"))
             final["val_lwlrap"] = val_lwlrap(base, val, score_window, device)
-    report(final, checkpoint=True, final=True)
+    report(final, checkpoint=True, to_ray=True, final=True)
 
 
 # -- driver -----------------------------------------------------------------------------------
