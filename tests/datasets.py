@@ -64,15 +64,14 @@ def random_model_run(run: Path, classes: list[str], seed: int = 0):
 
     import torch
 
-    from ray_tagger.config import resolve
-    from ray_tagger.features import FeatureConfig
+    from ray_tagger.config import resolve, resolve_features
     from ray_tagger.model import CRNN
     from ray_tagger.modelfile import save_model
 
     config = dataclasses.replace(resolve("tiny").model, n_classes=len(classes))
     torch.manual_seed(seed)
     model = CRNN(config).eval()
-    features = FeatureConfig()
+    features = resolve_features("tiny")
     run.mkdir(parents=True, exist_ok=True)
     save_model(run / "model.pt", model.state_dict(), {
         "classes": list(classes), "model_config": dataclasses.asdict(config), "features": dataclasses.asdict(features),

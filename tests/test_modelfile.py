@@ -112,7 +112,7 @@ def test_a_real_training_state_loads_with_weights_only(tmp_path):
 
     model = CRNN(resolve("tiny").model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model(torch.randn(2, 1, 128, 50), torch.tensor([50, 40])).sum().backward()
+    model(torch.randn(2, 1, resolve("tiny").model.n_mels, 50), torch.tensor([50, 40])).sum().backward()
     opt.step()
     swa = SWA(model)
     gen = torch.Generator().manual_seed(3)

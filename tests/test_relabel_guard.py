@@ -170,13 +170,15 @@ def _cli(*args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def refused(ray_local, tmp_path_factory):
     """A demo set (1 split, 2 folds), relabelling runs of 2 iterations; ``ray-tagger relabel`` refuses."""
+    from ray_tagger.config import resolve_features
     from ray_tagger.demo_data import DemoConfig, generate
     from ray_tagger.prepare import PrepareConfig, prepare
 
     root = tmp_path_factory.mktemp("guard")
     generate(root / "data", DemoConfig(clips=24))
     shards = root / "shards"
-    prepare(root / "data", shards, PrepareConfig(splits=1, folds=2))  # every curated clip is held out once
+    # every curated clip is held out once; the tiny preset's log-mel settings
+    prepare(root / "data", shards, PrepareConfig(splits=1, folds=2, features=resolve_features("tiny")))
     out = root / "relabel"
     return root, shards, out, _cli("relabel", str(shards), str(out))
 
