@@ -43,7 +43,7 @@ def _one(model, crop: np.ndarray) -> np.ndarray:
 
 def test_score_features_is_the_mean_over_the_windows_each_scored_alone(models):
     rng = np.random.default_rng(0)
-    feats = [rng.standard_normal((128, n)).astype(np.float32) for n in (90, 230, 400)]
+    feats = [rng.standard_normal((models[0].n_mels, n)).astype(np.float32) for n in (90, 230, 400)]
     got = score_features(models, feats, window=100)
     for b, f in enumerate(feats):
         starts = window_starts(f.shape[1], 100)
@@ -53,7 +53,7 @@ def test_score_features_is_the_mean_over_the_windows_each_scored_alone(models):
 
 
 def test_score_seconds_scores_each_second_on_its_own_window(models):
-    feat = np.random.default_rng(1).standard_normal((128, 333)).astype(np.float32)  # 6.66 s at 50 frames/s
+    feat = np.random.default_rng(1).standard_normal((models[0].n_mels, 333)).astype(np.float32)  # 6.66 s at 50 frames/s
     got = score_seconds(models, feat, 100, 50.0)
     starts = second_starts(333, 100, 50.0)
     assert got.shape == (7, 2, 3) and len(starts) == 7
