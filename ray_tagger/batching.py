@@ -8,16 +8,7 @@ buffered examples, nearest lengths first, keeping rule 2. A seed that cannot be 
 goes to the back of the buffer and waits for the next arrival (deferred); after
 ``max_deferrals`` failures it is dropped. Both counts are kept, so the loss is measured:
 on 20,000 simulated FSD-like examples (0.3–30 s log-uniform, 1–3 of 80 labels) 0.7 % are
-dropped (``tests/test_batching.py`` prints the figures).
-
-The buffer is bounded: while seeds keep failing it grows by one example per arrival up to
-twice ``buffer_size``, and beyond that every arrival tries seed after seed until a batch
-completes or deferred seeds are dropped. Without the bound, label sets that rarely fit rule 2
-(few classes: with 8 classes and mixup's label unions about one example in six is dropped
-even from an unbounded buffer) made it grow without end — to 5,274 examples in a 20,000-example
-simulation with ``buffer_size`` 48 — holding their features in memory and costing 90 ms of
-the training thread per batch in the search (now 7 ms; on 28 or 80 classes the bound changes
-nothing measurable)."""
+dropped (``tests/test_batching.py`` prints the figures)."""
 
 from __future__ import annotations
 
@@ -84,22 +75,15 @@ class BatchComposer:
         self.config = config
         self.stats = ComposerStats()
         self._ratio = 1.0 / (1.0 - config.max_padding)
-        self.limit = 2 * config.buffer_size
-        """Most examples the buffer holds between arrivals (see the module doc)."""
 
     def __call__(self, examples: Iterable[Example]) -> Iterator[list[Example]]:
         buffer: deque[Example] = deque()
         for example in examples:
             self.stats.seen += 1
             buffer.append(example)
-            # a full buffer makes one failed attempt per arrival (a deferred seed waits for new
-            # partners), up to twice its size; beyond that it tries seed after seed until one
-            # completes or deferred seeds are dropped
-            while len(buffer) >= self.config.buffer_size:
-                if (batch := self._try_seed(buffer)) is not None:
-                    yield batch
-                elif len(buffer) <= self.limit:
-                    break
+            # one failed attempt per arrival at most: a deferred seed waits for new partners
+            while len(buffer) >= self.config.buffer_size and (batch := self._try_seed(buffer)) is not None:
+                yield batch
         while len(buffer) >= self.config.batch_size:
             if (batch := self._try_seed(buffer)) is not None:
                 yield batch
