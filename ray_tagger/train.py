@@ -238,6 +238,7 @@ def train_loop(cfg: dict) -> None:
                 metrics = {"iteration": it, "loss": float(np.mean(window)), "lr": lr, "grad_norm": float(grad_norm),
                            "clips_per_s": len(window) * job.batch.batch_size / dt, "epoch": state["epoch"],
                            "swa_snapshots": swa.snapshots, "resumed_from": resumed_from, "dropped_examples": composer.stats.dropped,
+                           "buffered_examples": composer.buffered,
                            "time": time.time()}
                 val_due = cfg["holdout"] and it % r.validate_every == 0
                 if val_due and rank == 0:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections import deque
+
 import numpy as np
 import torch
 
@@ -83,3 +86,92 @@ def test_without_the_label_rule_equal_label_sets_share_batches():
     batches = list(BatchComposer(BatchConfig(buffer_size=32, label_rule=False))(examples))
     assert len(batches) == 4 and all(len(b) == 16 for b in batches)
     assert list(BatchComposer(BatchConfig(buffer_size=32))(examples)) == []
+
+
+class ReferenceComposer:
+    """The rules written out directly, one Python loop per candidate (the composer before it
+    was vectorised): the buffer a deque, the oldest example the seed, a failed seed to the back."""
+
+    def __init__(self, config: BatchConfig):
+        self.config, self.ratio = config, 1.0 / (1.0 - config.max_padding)
+        self.dropped = 0
+
+    def __call__(self, examples):
+        buffer, deferrals = deque(), {}
+        for example in examples:
+            buffer.append(example)
+            while len(buffer) >= self.config.buffer_size and (batch := self.try_seed(buffer, deferrals)) is not None:
+                yield batch
+        while len(buffer) >= self.config.batch_size:
+            if (batch := self.try_seed(buffer, deferrals)) is not None:
+                yield batch
+
+    def try_seed(self, buffer, deferrals):
+        seed = buffer[0]
+        batch = self.fill(seed, list(buffer)[1:])
+        if len(batch) == self.config.batch_size:
+            chosen = {id(e) for e in batch}
+            kept = [e for e in buffer if id(e) not in chosen]
+            buffer.clear()
+            buffer.extend(kept)
+            return batch
+        buffer.popleft()
+        deferrals[id(seed)] = deferrals.get(id(seed), 0) + 1
+        if deferrals[id(seed)] > self.config.max_deferrals:
+            self.dropped += 1
+        else:
+            buffer.append(seed)
+        return None
+
+    def fill(self, seed, others):
+        r, s = self.ratio, seed.length
+        near = sorted((e for e in others if s / r <= e.length <= s * r), key=lambda e: e.length)
+        lengths = [e.length for e in near]
+        best, best_count = s / r, -1
+        for low in [s / r] + lengths:
+            low = max(low, s / r)
+            if low > s:
+                break
+            count = bisect_right(lengths, low * r) - bisect_left(lengths, low)
+            if count > best_count:
+                best, best_count = low, count
+        window = [e for e in near if best <= e.length <= best * r]
+        window.sort(key=lambda e: max(max(e.length, 1), max(s, 1)) / min(max(e.length, 1), max(s, 1)))
+        batch = [seed]
+        for e in window:
+            if not self.config.label_rule or all(not (e.labels <= b.labels or b.labels <= e.labels) for b in batch):
+                batch.append(e)
+                if len(batch) == self.config.batch_size:
+                    break
+        return batch
+
+
+def copies_stream(n: int, seed: int, classes: int, copies: int):
+    """A small data set's stream: few classes, each clip repeated ``copies`` times in a row (the
+    curated oversampling), lengths of short clips spread, label ids up to 130 (two mask words)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(130, size=classes, replace=False)
+    i = 0
+    while i < n:
+        labels = frozenset(int(c) for c in rng.choice(ids, size=rng.choice([1, 2, 3]), replace=False))
+        length = int(rng.choice([201, int(np.exp(rng.uniform(np.log(25), np.log(201))))]))
+        for _ in range(copies):
+            yield Example(length=length, labels=labels, data=i)
+            i += 1
+
+
+def test_composer_takes_the_same_batches_as_the_rules_written_out():
+    cases = [(fsd_like_stream(3000, seed=2), BatchConfig()),
+             (copies_stream(2000, seed=3, classes=8, copies=4), BatchConfig(buffer_size=48)),
+             (copies_stream(3000, seed=4, classes=28, copies=9), BatchConfig(buffer_size=48, max_padding=0.5)),
+             (copies_stream(1000, seed=5, classes=8, copies=2), BatchConfig(buffer_size=32, label_rule=False))]
+    for stream, config in cases:
+        examples = list(stream)
+        fast = BatchComposer(config)
+        got = [[e.data for e in b] for b in fast([Example(e.length, e.labels, e.data) for e in examples])]
+        reference = ReferenceComposer(config)
+        want = [[e.data for e in b] for b in reference([Example(e.length, e.labels, e.data) for e in examples])]
+        assert len(want) > 20
+        assert got == want
+        assert fast.stats.dropped == reference.dropped
+        assert fast.stats.batched + fast.stats.dropped + fast.stats.left_at_end == len(examples)
