@@ -180,10 +180,16 @@ def _run_state(run_dir: Path) -> tuple[bool, int, float | None]:
 
 
 @contextlib.contextmanager
-def runs_progress(label: str, run_dirs: dict[str, Path], iterations: int, every_s: float = 2.0) -> Iterator[None]:
+def runs_progress(label: str, run_dirs: dict[str, Path], iterations: int, every_s: float = 2.0,
+                  early_stops: bool = False) -> Iterator[None]:
     """One progress bar over the iterations of the training runs in ``run_dirs`` (name → folder),
     read from their ``metrics.jsonl`` / ``summary.json`` while the body runs: runs finished of all,
-    and the running runs' iterations with their last held-out lwlrap. Only on a calm console."""
+    and the running runs' iterations with their last held-out lwlrap. Only on a calm console.
+
+    With ``early_stops`` (a sweep whose scheduler stops trials), runs left unfinished when the
+    body returns were stopped: the bar's total shrinks to the iterations they trained and the
+    postfix counts them ("stopped": by the scheduler or by an error, which the sweep reports),
+    so a finished sweep ends at 100 %."""
     console = _current
     if console is None or not run_dirs:
         yield
@@ -199,16 +205,19 @@ def runs_progress(label: str, run_dirs: dict[str, Path], iterations: int, every_
     quiet_s = 0.0 if tty else REDRAW_S
     last = [0.0]
 
-    def update(force: bool = False) -> None:
+    def update(force: bool = False, ended: bool = False) -> None:
         states = {name: _run_state(d) for name, d in run_dirs.items()}
         finished = sum(done for done, _, _ in states.values())
+        stopped = len(states) - finished if ended else 0
         running = [f"{name} {it}" + (f" ({val:.2f})" if val is not None else "")
-                   for name, (done, it, val) in states.items() if not done and it > 0]
+                   for name, (done, it, val) in states.items() if not done and it > 0 and not ended]
         vals = [val for done, _, val in states.values() if done and val is not None]
         held = "" if not vals else f", held-out {vals[0]:.2f}" if len(vals) == 1 else f", held-out {min(vals):.2f}–{max(vals):.2f}"
         bar.n = sum(iterations if done else min(it, iterations) for done, it, _ in states.values())
-        bar.set_postfix_str(f"runs {finished}/{len(run_dirs)} done{held}" + ("; " + ", ".join(running) if running else ""),
-                            refresh=False)
+        if ended:
+            bar.total = bar.n
+        bar.set_postfix_str(f"runs {finished}/{len(run_dirs)} done" + (f", {stopped} stopped" if stopped else "")
+                            + held + ("; " + ", ".join(running) if running else ""), refresh=False)
         if force or time.monotonic() - last[0] >= quiet_s:
             bar.refresh()
             last[0] = time.monotonic()
@@ -220,13 +229,15 @@ def runs_progress(label: str, run_dirs: dict[str, Path], iterations: int, every_
 
     thread = threading.Thread(target=poll, name="runs-progress", daemon=True)
     thread.start()
+    ended = False
     try:
         yield
+        ended = early_stops
     finally:
         stop.set()
         thread.join(timeout=10)
         with contextlib.suppress(Exception):
-            update(force=True)
+            update(force=True, ended=ended)
         bar.close()
 
 

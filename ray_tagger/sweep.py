@@ -117,7 +117,7 @@ def sweep(
         ),
         run_config=tune.RunConfig(name="sweep", storage_path=str(out_dir / "tune"), verbose=1),
     )
-    with runs_progress("sweep", {name: out_dir / "trials" / name for name in by_name}, iterations):
+    with runs_progress("sweep", {name: out_dir / "trials" / name for name in by_name}, iterations, early_stops=True):
         grid = tuner.fit()
     trials = []
     for result in grid:

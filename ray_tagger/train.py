@@ -205,13 +205,13 @@ def train_loop(cfg: dict) -> None:
                 f.write(json.dumps(metrics) + "\n")
         if not to_ray:
             return
+        name = "final" if final else f"iter_{state['iteration']:07d}"
+        if rank != 0 or not checkpoint:
+            ray.train.report(metrics, checkpoint_dir_name=name)
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0 and checkpoint:
-                _save(Path(tmp) / CHECKPOINT_FILE, base, opt, swa, gen, state)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            name = "final" if final else f"iter_{state['iteration']:07d}"
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+            _save(Path(tmp) / CHECKPOINT_FILE, base, opt, swa, gen, state)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
     if state["iteration"] < o.iterations:
         for batch in composer(examples):

@@ -32,6 +32,8 @@ SCRIPT = textwrap.dedent("""
         ours.warning("our warning")
         with runs_progress("relabel", {"a": runs / "a", "b": runs / "b", "c": runs / "c"}, 100, every_s=0.05):
             time.sleep(0.5)
+        with runs_progress("sweep", {"a": runs / "a", "b": runs / "b"}, 100, every_s=0.05, early_stops=True):
+            time.sleep(0.2)
         say("result table")
     print("after")
 """)
@@ -61,9 +63,14 @@ def test_calm_console_shows_stages_warnings_progress_and_results_and_logs_everyt
         assert hidden not in done.stdout + err
     # the bar's last state: 100 + 40 of 300 iterations, one run of three done with its held-out lwlrap,
     # the running one with its iteration and last held-out lwlrap
-    bar = err.replace("\r", "\n").strip().splitlines()[-1]
-    assert bar.startswith("relabel:") and "140/300 it" in bar, bar
+    lines = err.replace("\r", "\n").strip().splitlines()
+    bar = [line for line in lines if line.startswith("relabel:")][-1]
+    assert "140/300 it" in bar, bar
     assert "runs 1/3 done, held-out 0.50; b 40 (0.31)" in bar, bar
+    # a sweep whose scheduler stopped b at iteration 40 ends at 100 % of what was trained
+    bar = lines[-1]
+    assert bar.startswith("sweep: 100%") and "140/140 it" in bar, bar
+    assert "runs 1/2 done, 1 stopped, held-out 0.50" in bar and "b 40" not in bar, bar
     text = log_path.read_text()
     for logged in ("python print", "raw fd1", "raw fd2", "ray warning", "our info", "== stage 3/6: relabel",
                    "our warning", "result table"):
