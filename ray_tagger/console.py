@@ -214,7 +214,7 @@ def runs_progress(label: str, run_dirs: dict[str, Path], iterations: int, every_
         vals = [val for done, _, val in states.values() if done and val is not None]
         held = "" if not vals else f", held-out {vals[0]:.2f}" if len(vals) == 1 else f", held-out {min(vals):.2f}–{max(vals):.2f}"
         bar.n = sum(iterations if done else min(it, iterations) for done, it, _ in states.values())
-        if ended:
+        if ended and bar.n:
             bar.total = bar.n
         bar.set_postfix_str(f"runs {finished}/{len(run_dirs)} done" + (f", {stopped} stopped" if stopped else "")
                             + held + ("; " + ", ".join(running) if running else ""), refresh=False)
