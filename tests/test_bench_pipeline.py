@@ -120,3 +120,15 @@ def test_run_name_differs_with_the_stream_inputs():
 def test_cli_defaults():
     args = build_parser().parse_args(["bench", "pipeline", "shards"])
     assert (args.workers, args.passes, args.preset, args.R, args.compute, args.num_cpus) == (2, 2, "demo", 4, "actors", None)
+
+
+def test_pools_travel_without_the_rest_of_the_shards(shards):
+    """The DataLoader side sends every pool to every worker at every pass: a pool must pickle
+    to about its own bytes, not to those of all the clips it was cut from."""
+    import pickle
+
+    pools = bench.read_pools(shards, pool_size=2)
+    total = sum(p.nbytes for p in pools)
+    assert len(pools) >= 4 and sum(p.num_rows for p in pools) == len(_rows(shards, "curated")) + len(_rows(shards, "noisy"))
+    for pool in pools:
+        assert len(pickle.dumps(pool)) < pool.nbytes + 0.5 * (total - pool.nbytes), (pool.nbytes, total)

@@ -266,7 +266,10 @@ def read_pools(shards_dir: str | Path, pool_size: int) -> list[pa.Table]:
     if not tables:
         raise FileNotFoundError(f"{shards_dir}: no Parquet files under audio/source=curated|noisy")
     rows = pa.concat_tables(tables).combine_chunks()
-    return [rows.slice(i, pool_size) for i in range(0, rows.num_rows, pool_size)]
+    # each pool owns its buffers: a slice pickles its parent's whole buffers (pyarrow 26), and the
+    # DataLoader side sends every pool to every worker at every pass (5.4 GB per worker on the
+    # demo shards before this)
+    return [rows.take(np.arange(i, min(i + pool_size, rows.num_rows))) for i in range(0, rows.num_rows, pool_size)]
 
 
 LOADER_START_METHOD = "forkserver"
