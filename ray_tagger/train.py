@@ -255,7 +255,7 @@ def train_loop(cfg: dict) -> None:
                 break
     examples.close()  # ends the reader thread and its pass
     final = {"iteration": state["iteration"], "swa_snapshots": swa.snapshots, "resumed_from": resumed_from,
-             "final": True, "time": time.time()}
+             "final": True, "composer": _composer_counts(composer, world, device), "time": time.time()}
     if rank == 0:
         if swa.snapshots:
             swa.copy_to(base)
@@ -265,6 +265,17 @@ def train_loop(cfg: dict) -> None:
             val = val or _val_set(ray.train.get_dataset_shard("val"))
             final["val_lwlrap"] = val_lwlrap(base, val, score_window, device)
     report(final, checkpoint=True, to_ray=True, final=True)
+
+
+def _composer_counts(composer: BatchComposer, world: int, device: torch.device) -> dict:
+    """What the batch composers of all workers did with the examples their streams delivered
+    since this run (re)started: ``seen`` = ``batched`` + ``dropped`` + ``buffered`` (still
+    waiting for partners the batch rules allow when training ended)."""
+    s = composer.stats
+    counts = torch.tensor([s.seen, s.batched, s.dropped, composer.buffered], dtype=torch.int64, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(counts)
+    return dict(zip(("seen", "batched", "dropped", "buffered"), counts.tolist()))
 
 
 # -- driver -----------------------------------------------------------------------------------
@@ -353,6 +364,11 @@ def train(
             name: execution_options(job, mode) for name, (_, mode, _) in pipelines.items()}),
     )
     result = trainer.fit()
+    counts = (result.metrics or {}).get("composer")
+    if counts and counts["seen"]:
+        log.info("%s: the batch composer placed %d of the %d examples its stream delivered (%.0f %%), dropped %d and "
+                 "held %d still waiting for partners the batch rules allow when training ended", run, counts["batched"],
+                 counts["seen"], 100 * counts["batched"] / counts["seen"], counts["dropped"], counts["buffered"])
     with result.checkpoint.as_directory() as d:
         blob = load_checkpoint(Path(d) / CHECKPOINT_FILE)
     save_model(run_dir / "model.pt", blob["model"], {

@@ -101,6 +101,11 @@ def test_two_ddp_workers_learn_clearly_better_than_chance(ddp_run, shards):
     # SWA over the last quarter: snapshots at 240, 255, ..., 300 (tiny preset: start 225, every 15)
     assert summary["swa_snapshots"] == (ITERATIONS - 225) // 15 == 5
     assert final["bn_refresh_batches"] == 10
+    # both workers' composers: each batched 8 examples per iteration, and every example its
+    # stream delivered is batched, dropped or still waiting — none unaccounted for
+    composer = final["composer"]
+    assert composer["batched"] == 16 * ITERATIONS
+    assert composer["seen"] == composer["batched"] + composer["dropped"] + composer["buffered"] > composer["batched"]
     # scored here from the saved model (SWA weights, refreshed BatchNorm), features computed
     # from the shards without the training stream, each clip the mean over windows of the crop
     weights, meta = load_model(run_dir / "model.pt")  # tensors + JSON, read with weights_only=True
