@@ -12,17 +12,12 @@ dropped (``tests/test_batching.py`` prints the figures). On small data sets the 
 hold thousands of examples that wait for partners that rarely come (few distinct clips per
 length window, R identical copies, few classes): the composer reports how many wait
 (``buffered``, ``buffered_examples`` in ``metrics.jsonl``), and its search is vectorised so
-that a large buffer costs little time.
-
-Not the report's, off by default: with ``crop_longer`` a seed whose length window holds too
-few partners is completed with longer examples cut to the batch's lengths (a random window of
-each, through the ``crop`` function the caller gives), so that short clips of a small data set
-are trained on as often as long ones instead of waiting (docs/LEARNING.md)."""
+that a large buffer costs little time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -42,9 +37,6 @@ class BatchConfig:
     """A seed that fails this many times is dropped."""
     label_rule: bool = True
     """Rule 2 (no label set a subset of another's); off for the un-augmented BatchNorm refresh."""
-    crop_longer: bool = False
-    """Not the report's: complete a seed's batch with longer examples cropped to the batch's
-    lengths (rule 1 then holds for the crops) instead of deferring the seed."""
 
 
 @dataclass
@@ -66,8 +58,6 @@ class ComposerStats:
     deferrals: int = 0
     dropped: int = 0
     left_at_end: int = 0
-    cropped: int = 0
-    """Batched examples that were cut to the batch's lengths (``crop_longer``)."""
 
     @property
     def dropped_fraction(self) -> float:
@@ -151,17 +141,11 @@ class BatchComposer:
     """Groups an iterable of :class:`Example` into lists of ``batch_size`` obeying both rules.
 
     Class ids (the labels) are non-negative integers. ``stats`` counts what happened to the
-    examples seen so far; ``buffered`` is how many wait in the buffer now. With
-    ``config.crop_longer``, ``crop(example, length, rng)`` returns the example cut to ``length``
-    (a random window of it, drawn from the NumPy generator ``rng``).
+    examples seen so far; ``buffered`` is how many wait in the buffer now.
     """
 
-    def __init__(self, config: BatchConfig = BatchConfig(), crop: Callable[[Example, int, np.random.Generator], Example] | None = None,
-                 rng: np.random.Generator | None = None):
-        if config.crop_longer and (crop is None or rng is None):
-            raise ValueError("batch.crop_longer needs a crop function and a random generator")
+    def __init__(self, config: BatchConfig = BatchConfig()):
         self.config = config
-        self._crop, self._rng = crop, rng
         self.stats = ComposerStats()
         self._ratio = 1.0 / (1.0 - config.max_padding)
         self._buffer = _Buffer()
@@ -186,16 +170,10 @@ class BatchComposer:
 
     def _try_seed(self, buffer: _Buffer) -> list[Example] | None:
         seed = buffer.oldest()
-        slots, fit = self._fill(buffer, seed)
+        slots = self._fill(buffer, seed)
         if len(slots) == self.config.batch_size:
             batch = [buffer.examples[i] for i in slots]
             buffer.remove(slots)
-            if fit < len(batch):  # cut the longer examples to lengths in [m, m / (1 - max_padding)]
-                m = max(min(e.length for e in batch[:fit]), 1)
-                top = int(np.floor(m * self._ratio + 1e-9))
-                for i in range(fit, len(batch)):
-                    batch[i] = self._crop(batch[i], int(self._rng.integers(m, min(top, batch[i].length) + 1)), self._rng)
-                self.stats.cropped += len(batch) - fit
             self.stats.batched += len(batch)
             return batch
         example = buffer.examples[seed]
@@ -208,11 +186,10 @@ class BatchComposer:
             buffer.to_back(seed)
         return None
 
-    def _fill(self, buffer: _Buffer, seed: int) -> tuple[list[int], int]:
-        """Slots of a batch for ``seed`` and how many of them fit uncut: filled from the length
-        window [low, low·ratio] around the seed that holds the most examples, nearest length ratio
-        first (ties in queue order), then (``crop_longer``) from the longer examples in queue
-        order; each kept only if no label set in the batch contains another."""
+    def _fill(self, buffer: _Buffer, seed: int) -> list[int]:
+        """Slots of a batch for ``seed``: filled from the length window [low, low·ratio] around the
+        seed that holds the most examples, nearest length ratio first (ties in queue order),
+        each kept only if no label set in the batch contains another."""
         ratio, n = self._ratio, len(buffer.examples)
         s = int(buffer.lengths[seed])
         lengths_all, alive = buffer.lengths[:n], buffer.alive[:n].copy()
@@ -230,14 +207,9 @@ class BatchComposer:
         s1 = float(max(s, 1))
         distance = np.maximum(w_len, s1) / np.minimum(w_len, s1)  # exp|log(length / seed length)|
         window = window[np.argsort(distance, kind="stable")]
-        n_window = len(window)
-        if self.config.crop_longer:
-            longer = np.flatnonzero(alive & (lengths_all > s * ratio))
-            window = np.concatenate([window, longer[np.argsort(buffer.seq[longer], kind="stable")]])
         want = self.config.batch_size - 1
         if not self.config.label_rule:
-            batch = [seed] + window[:want].tolist()
-            return batch, 1 + min(n_window, want)
+            return [seed] + window[:want].tolist()
         masks = buffer.masks[window]
         ok = np.ones(len(window), bool)
         batch, start = [seed], 0
@@ -249,17 +221,15 @@ class BatchComposer:
             ok[inside | contains] = False
 
         exclude(seed)
-        fit = 1
         while len(batch) <= want:
             free = np.flatnonzero(ok[start:])
             if len(free) == 0:
                 break
             k = start + int(free[0])
             batch.append(int(window[k]))
-            fit += k < n_window
             ok[k], start = False, k + 1
             exclude(batch[-1])
-        return batch, fit
+        return batch
 
 
 def obeys_rules(batch: list[Example], config: BatchConfig = BatchConfig()) -> bool:

@@ -62,13 +62,6 @@ class Placement:
 # -- worker -----------------------------------------------------------------------------------
 
 
-def _crop_example(example: Example, length: int, rng: np.random.Generator) -> Example:
-    """A random window of ``length`` frames of an example's features ``(F, N) -> (F, length)``."""
-    start = int(rng.integers(0, example.length - length + 1))
-    features, targets = example.data
-    return Example(length, example.labels, (features[:, start:start + length], targets))
-
-
 def _as_examples(b: dict):
     """A stream batch as :class:`Example` s with data (features ``(F, N)``, targets ``(K,)``)."""
     for i in range(len(b["key"])):
@@ -154,7 +147,7 @@ def val_lwlrap(model: torch.nn.Module, val: tuple[list[np.ndarray], np.ndarray],
 def _bn_batches(shard, batch: BatchConfig, limit: int | None):
     """Streamed batches of un-augmented training data; the padding rule keeps padding low, the
     label rule is off (single-label clips of one class would otherwise never share a batch)."""
-    composer = BatchComposer(dataclasses.replace(batch, label_rule=False, crop_longer=False))
+    composer = BatchComposer(dataclasses.replace(batch, label_rule=False))
     for i, examples in enumerate(composer(_plain_examples(shard))):
         if limit is not None and i >= limit:
             return
@@ -196,8 +189,7 @@ def train_loop(cfg: dict) -> None:
         state.update(iteration=blob["iteration"], epoch=blob["epoch"])
     resumed_from = state["iteration"]
     o, r = job.optim, job.run
-    composer = BatchComposer(dataclasses.replace(job.batch, batch_size=job.batch.batch_size // world), crop=_crop_example,
-                             rng=np.random.default_rng([seed, rank, state["iteration"]]))
+    composer = BatchComposer(dataclasses.replace(job.batch, batch_size=job.batch.batch_size // world))
     examples = _examples(ray.train.get_dataset_shard(f"train_{rank}"), cfg["clocks"][rank], state["epoch"] + 1, state, seed,
                          job.stream.shuffle_buffer)
     augment = SpecAugment(job.specaugment)
@@ -278,13 +270,12 @@ def train_loop(cfg: dict) -> None:
 def _composer_counts(composer: BatchComposer, world: int, device: torch.device) -> dict:
     """What the batch composers of all workers did with the examples their streams delivered
     since this run (re)started: ``seen`` = ``batched`` + ``dropped`` + ``buffered`` (still
-    waiting for partners the batch rules allow when training ended); ``cropped`` of the batched
-    were cut to their batch's lengths (``batch.crop_longer``)."""
+    waiting for partners the batch rules allow when training ended)."""
     s = composer.stats
-    counts = torch.tensor([s.seen, s.batched, s.dropped, composer.buffered, s.cropped], dtype=torch.int64, device=device)
+    counts = torch.tensor([s.seen, s.batched, s.dropped, composer.buffered], dtype=torch.int64, device=device)
     if world > 1:
         torch.distributed.all_reduce(counts)
-    return dict(zip(("seen", "batched", "dropped", "buffered", "cropped"), counts.tolist()))
+    return dict(zip(("seen", "batched", "dropped", "buffered"), counts.tolist()))
 
 
 # -- driver -----------------------------------------------------------------------------------
@@ -375,10 +366,9 @@ def train(
     result = trainer.fit()
     counts = (result.metrics or {}).get("composer")
     if counts and counts["seen"]:
-        log.info("%s: the batch composer placed %d of the %d examples its stream delivered (%.0f %%; %d of them cut to "
-                 "shorter partners' lengths), dropped %d and held %d still waiting for partners the batch rules allow when "
-                 "training ended", run, counts["batched"], counts["seen"], 100 * counts["batched"] / counts["seen"],
-                 counts.get("cropped", 0), counts["dropped"], counts["buffered"])
+        log.info("%s: the batch composer placed %d of the %d examples its stream delivered (%.0f %%), dropped %d and "
+                 "held %d still waiting for partners the batch rules allow when training ended", run, counts["batched"],
+                 counts["seen"], 100 * counts["batched"] / counts["seen"], counts["dropped"], counts["buffered"])
     with result.checkpoint.as_directory() as d:
         blob = load_checkpoint(Path(d) / CHECKPOINT_FILE)
     save_model(run_dir / "model.pt", blob["model"], {

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from bisect import bisect_left, bisect_right
 from collections import deque
 
 import numpy as np
-import pytest
 import torch
 
 from ray_tagger.batching import BatchComposer, BatchConfig, Example, collate
@@ -177,76 +175,3 @@ def test_composer_takes_the_same_batches_as_the_rules_written_out():
         assert got == want
         assert fast.stats.dropped == reference.dropped
         assert fast.stats.batched + fast.stats.dropped + fast.stats.left_at_end == len(examples)
-
-
-def crop_window(example: Example, length: int, rng: np.random.Generator) -> Example:
-    """Cut an example whose data is an array of ``length`` positions to a random window."""
-    start = int(rng.integers(0, example.length - length + 1))
-    return Example(length, example.labels, example.data[start:start + length])
-
-
-def small_set_stream(n: int, seed: int):
-    """The demo set's shape: 4 s crops (201 frames) and short clips (25–200 frames) each repeated
-    8 times in a row (the curated oversampling R), 28 classes; data: the positions 0..length-1
-    offset by the example's number × 1000, so that a crop's source and offset can be read off."""
-    rng = np.random.default_rng(seed)
-    i = 0
-    while i < n:
-        labels = frozenset(int(c) for c in rng.choice(28, size=rng.choice([1, 2]), replace=False))
-        short = rng.random() < 0.1
-        length = int(np.exp(rng.uniform(np.log(25), np.log(200)))) if short else 201
-        for _ in range(8 if short else 1):
-            yield Example(length, labels, np.arange(length) + 1000 * i)
-            i += 1
-
-
-def test_cropping_longer_partners_batches_the_short_clips_of_a_small_set():
-    n = 6000
-    examples = list(small_set_stream(n, seed=7))
-    is_short = {int(e.data[0]) // 1000: e.length < 201 for e in examples}
-    config = BatchConfig(buffer_size=48)
-
-    def short_share_batched(composer):
-        ids = [int(e.data[0]) // 1000 for b in composer([Example(e.length, e.labels, e.data) for e in examples]) for e in b]
-        return sum(is_short[i] for i in ids) / sum(is_short.values()), ids
-
-    plain = BatchComposer(config)
-    plain_share, _ = short_share_batched(plain)
-    cropping = BatchComposer(dataclasses.replace(config, crop_longer=True), crop=crop_window, rng=np.random.default_rng(0))
-    crop_share, ids = short_share_batched(cropping)
-    s = cropping.stats
-    print(f"\nshort examples batched: {plain_share:.1%} plain, {crop_share:.1%} cropping longer partners "
-          f"({s.cropped} of {s.batched} cut); buffered at the end {plain.buffered} / {cropping.buffered}")
-    # without cropping most short clips wait or are dropped (few distinct short clips per window,
-    # equal label sets among the copies); with it nearly all of them reach a batch
-    assert plain_share < 0.8 and crop_share > 0.95
-    assert len(ids) == len(set(ids)) and s.batched + s.dropped + s.left_at_end == len(examples)
-    assert 0 < s.cropped < s.batched
-
-
-def test_cropped_partners_keep_both_rules_and_are_windows_of_their_example():
-    examples = list(small_set_stream(3000, seed=8))
-    original = {int(e.data[0]) // 1000: e for e in examples}
-    config = BatchConfig(buffer_size=48, crop_longer=True)
-    composer = BatchComposer(config, crop=crop_window, rng=np.random.default_rng(1))
-    crops = 0
-    for batch in composer(examples):
-        assert len(batch) == 16 and rules_hold(batch)
-        uncut = [e.length for e in batch if e.length == original[int(e.data[0]) // 1000].length]
-        for e in batch:
-            i = int(e.data[0]) // 1000
-            source = original[i]
-            # a window of its own example: consecutive positions, inside the example, same labels
-            assert len(e.data) == e.length and e.labels == source.labels
-            assert np.array_equal(e.data, np.arange(e.data[0], e.data[0] + e.length))
-            assert e.data[-1] - 1000 * i < source.length
-            if e.length < source.length:
-                crops += 1
-                # cut to the lengths of the batch's uncut examples, never below the shortest
-                assert min(uncut) <= e.length <= min(uncut) / 0.8
-    assert crops == composer.stats.cropped > 0
-
-
-def test_crop_longer_needs_a_crop_function():
-    with pytest.raises(ValueError, match="crop function"):
-        BatchComposer(BatchConfig(crop_longer=True))
