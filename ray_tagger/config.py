@@ -53,7 +53,8 @@ class StreamConfig:
     pool_size: int = 32
     """Clips per mixup pool (one Ray Data batch); partners come from the same stream in it."""
     shuffle_buffer: int = 256
-    """Local shuffle buffer on each Train worker (examples)."""
+    """Local shuffle on each Train worker: examples held back, each new one swapping places with a
+    random one of them (seeded by the run and the pass); 0: the stream's order."""
     actors: int = 1
     """CPU actors per pipeline that decode, mix and compute features."""
     cpus_per_actor: float = 1.0
@@ -73,6 +74,16 @@ class StreamConfig:
     """CPUs one Train worker's stream may use at once, its actors and its Parquet reads together
     (Ray Data ``resource_limits``), so concurrent runs' pipelines do not starve each other;
     None: ``actors × cpus_per_actor + 1``."""
+    features_on: str = "pipeline"
+    """Where a training example's log-mel and normalisation are computed: 'pipeline' (the CPU
+    workers of the stream, the design card's default) or 'trainer' (the stream delivers the mixed,
+    cropped waveforms and the Train worker computes the features of each batch at once on its
+    device, a GPU's when it has one, before SpecAugment). The same features either way (to float
+    rounding); validation and the BatchNorm refresh always take the pipeline's."""
+
+    def __post_init__(self) -> None:
+        if self.features_on not in ("pipeline", "trainer"):
+            raise ValueError(f"stream.features_on must be 'pipeline' or 'trainer', got {self.features_on!r}")
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,36 @@ def normalized_clips(logmel: LogMel, stats, waves: list[np.ndarray]) -> list[np.
     (a :class:`~ray_tagger.normalization.NormStats`), without autograd."""
     with torch.no_grad():
         return [stats.normalize(logmel.clip(torch.from_numpy(np.ascontiguousarray(w, np.float32)))).numpy() for w in waves]
+
+
+def pad_waves(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B waves (T_b,) -> (B, T_max)`` float32 zero-padded, ``(B,)`` sample lengths."""
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()) if len(waves) else 0, dtype=torch.float32)
+    for b, w in enumerate(waves):
+        out[b, : len(w)] = torch.as_tensor(np.asarray(w, np.float32))
+    return out, lengths
+
+
+class BatchFeatures(torch.nn.Module):
+    """Normalised log-mel of a padded batch at once, on whatever device the module and the batch
+    are on (the Train worker's, with ``stream.features_on='trainer'``).
+
+    ``(B, T) waveforms, (B,) sample lengths -> (B, 1, F, N) features, (B,) frame lengths`` with
+    ``N = 1 + T // hop``: each example's frames equal :func:`normalized_clips` of it alone (to
+    float rounding), and frames past its length are 0, as :func:`~ray_tagger.batching.collate`
+    pads them.
+    """
+
+    def __init__(self, config: FeatureConfig, stats):
+        super().__init__()
+        self.logmel = LogMel(config)
+        self.register_buffer("mean", torch.tensor(np.asarray(stats.mean), dtype=torch.float32)[:, None])
+        self.std = float(stats.std)
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            logmel, frames = self.logmel(waves, lengths)
+            x = (logmel - self.mean) / self.std
+            valid = torch.arange(x.shape[-1], device=x.device)[None, :] < frames.to(x.device)[:, None]
+            return x * valid[:, None, None, :], frames

@@ -140,12 +140,14 @@ class MixFeaturize:
     """Pipeline actor: a pool of clip rows → examples (decoded, mixed, log-mel, normalised).
 
     Batch in: clip rows (:data:`CLIP_COLUMNS` + ``source``). Batch out: ``key (B,)``,
-    ``features`` B arrays ``(F, N_b)`` float32, ``frames (B,)``, ``targets (B, K)`` float32.
+    ``features`` B arrays ``(F, N_b)`` float32, ``frames (B,)``, ``targets (B, K)`` float32; with
+    ``waves_only`` (``stream.features_on='trainer'``) ``audio`` B arrays ``(T_b,)`` float32 instead
+    of ``features``, and ``frames`` the frames their log-mel will have.
     """
 
     def __init__(self, spec: StreamSpec, mode: str, classes: list[str], stats: NormStats, features: FeatureConfig,
                  mixup_config: MixupConfig, audio_format: str, seed: int, run: str, clock=None,
-                 crop_s: float | None = None, audio_cache_mb: float = 0):
+                 crop_s: float | None = None, audio_cache_mb: float = 0, waves_only: bool = False):
         import torch
 
         from .features import LogMel
@@ -160,12 +162,15 @@ class MixFeaturize:
         self.logmel = LogMel(features)
         self.crop = None if crop_s is None else int(round(crop_s * features.sample_rate))
         self.audio = AudioCache(audio_cache_mb, audio_format)
+        self.waves_only = waves_only
+        self.features = features
 
     def __call__(self, batch: pa.Table) -> dict:
         rows = batch.to_pylist()
         items = [i for r in rows for i in clip_items(r, r["source"], self.spec, self.mode, self.relabel)]
+        column = "audio" if self.waves_only else "features"
         if not items:
-            return {"key": np.array([], dtype=object), "features": np.array([], dtype=object),
+            return {"key": np.array([], dtype=object), column: np.array([], dtype=object),
                     "frames": np.array([], np.int64), "targets": np.zeros((0, len(self.index)), np.float32)}
         audio = {r["clip_id"]: self.audio.get(r["clip_id"], r["audio"]) for r in rows}
         waves = [to_float(audio[i.clip_id][i.start: i.stop]) for i in items]
@@ -180,11 +185,17 @@ class MixFeaturize:
         elif self.crop is not None:  # plain
             rng = clip_rng(self.seed, self.run, self.epoch, items[0].key)
             waves = [random_crop(w, self.crop, rng) for w in waves]
-        feats = normalized_clips(self.logmel, self.stats, waves)
-        out = np.empty(len(feats), dtype=object)
-        out[:] = feats
-        return {"key": np.array([i.key for i in items], dtype=object), "features": out,
-                "frames": np.array([f.shape[1] for f in feats], np.int64), "targets": targets}
+        if self.waves_only:
+            out = np.empty(len(waves), dtype=object)
+            out[:] = [np.ascontiguousarray(w, np.float32) for w in waves]
+            frames = [self.features.num_frames(len(w)) for w in waves]
+        else:
+            feats = normalized_clips(self.logmel, self.stats, waves)
+            out = np.empty(len(feats), dtype=object)
+            out[:] = feats
+            frames = [f.shape[1] for f in feats]
+        return {"key": np.array([i.key for i in items], dtype=object), column: out,
+                "frames": np.array(frames, np.int64), "targets": targets}
 
     def _mix(self, items, waves, targets, rng):
         waves, targets = list(waves), targets.copy()
@@ -319,7 +330,8 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
     kwargs = {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
               "clock": clock, "crop_s": config.stream.crop_s if mode in ("train", "plain") else None,
-              "audio_cache_mb": config.stream.audio_cache_mb if mode == "train" else 0}
+              "audio_cache_mb": config.stream.audio_cache_mb if mode == "train" else 0,
+              "waves_only": mode == "train" and config.stream.features_on == "trainer"}
     size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":
         key = content_key(repr((sorted((k, repr(v)) for k, v in kwargs.items() if k != "clock"))))

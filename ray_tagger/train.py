@@ -32,10 +32,12 @@ import yaml
 from . import __version__
 from .batching import BatchComposer, BatchConfig, Example, collate
 from .config import TrainJobConfig
+from .features import BatchFeatures, pad_waves
 from .loss import bce_loss
 from .metrics import lwlrap
 from .model import CRNN, fast_layout
 from .modelfile import load_checkpoint, save_checkpoint, save_model
+from .normalization import NormStats
 from .scoring import score_features, window_frames
 from .specaugment import SpecAugment
 from .splits import content_key, excerpt_id
@@ -63,10 +65,12 @@ class Placement:
 
 
 def _as_examples(b: dict):
-    """A stream batch as :class:`Example` s with data (features ``(F, N)``, targets ``(K,)``)."""
+    """A stream batch as :class:`Example` s with data (features ``(F, N)``, or the waveform ``(T,)``
+    with ``stream.features_on='trainer'``; targets ``(K,)``) and the length in frames."""
+    inputs = b["audio"] if "audio" in b else b["features"]
     for i in range(len(b["key"])):
         yield Example(int(b["frames"][i]), frozenset(np.flatnonzero(b["targets"][i]).tolist()),
-                      (b["features"][i], b["targets"][i]))
+                      (inputs[i], b["targets"][i]))
 
 
 PREFETCH = 256
@@ -78,7 +82,10 @@ def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_bu
     """Endless examples from this worker's stream; each pass is announced as a new epoch.
 
     A reader thread iterates the passes back to back into a bounded queue; ``state["epoch"]``
-    is the pass of the example last handed out. The order is the stream's (one reader).
+    is the pass of the example last handed out. The order is the stream's (one reader), shuffled
+    locally: each example swaps places with a random one of the ``shuffle_buffer`` held back (a
+    seeded draw per example, so the order does not depend on how Ray Data cuts the stream into
+    blocks, which differs between feature columns and waveform columns).
     """
     queue_: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -97,13 +104,21 @@ def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_bu
         try:
             while not stop.is_set():
                 ray.get(clock.set.remote(epoch))
-                batches = iter(shard.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_seed=(seed + epoch) % 2**31,
-                                                  local_shuffle_buffer_size=shuffle_buffer))
+                batches = iter(shard.iter_batches(batch_size=32, batch_format="numpy"))
+                rng, pool = np.random.default_rng([seed, epoch]), []
                 try:
                     for b in batches:
                         for example in _as_examples(b):
+                            if len(pool) < shuffle_buffer:
+                                pool.append(example)
+                                continue
+                            k = int(rng.integers(len(pool)))
+                            pool[k], example = example, pool[k]
                             if not put((epoch, example)):
                                 return
+                    for k in rng.permutation(len(pool)):
+                        if not put((epoch, pool[k])):
+                            return
                 finally:
                     getattr(batches, "close", lambda: None)()  # stops the pass's execution when training ends in it
                 epoch += 1
@@ -193,6 +208,8 @@ def train_loop(cfg: dict) -> None:
     examples = _examples(ray.train.get_dataset_shard(f"train_{rank}"), cfg["clocks"][rank], state["epoch"] + 1, state, seed,
                          job.stream.shuffle_buffer)
     augment = SpecAugment(job.specaugment)
+    on_worker = BatchFeatures(job.features, NormStats.from_json(cfg["stats"])).to(device) \
+        if job.stream.features_on == "trainer" else None
     score_window = window_frames(job.stream.crop_s, job.features)
     val = None
     metrics_path = Path(cfg["run_dir"]) / "metrics.jsonl"
@@ -219,7 +236,12 @@ def train_loop(cfg: dict) -> None:
             lr = o.lr if it <= o.lr_drop_at else o.lr_final
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, lengths, y = collate([e.data[0] for e in batch], np.stack([e.data[1] for e in batch]))
+            if on_worker is None:
+                x, lengths, y = collate([e.data[0] for e in batch], np.stack([e.data[1] for e in batch]))
+            else:  # the batch's log-mel at once, on this worker's device
+                waves, samples = pad_waves([e.data[0] for e in batch])
+                x, lengths = on_worker(waves.to(device), samples.to(device))
+                y = torch.as_tensor(np.stack([e.data[1] for e in batch]), dtype=torch.float32)
             x = augment(x, lengths, gen)
             model.train()
             loss = bce_loss(model(x.to(device), lengths.to(device), return_logits=True), y.to(device))
@@ -350,7 +372,8 @@ def train(
         resources["GPU"] = placement.gpus_per_worker
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"job": job.to_dict(), "run": run, "clocks": clocks, "run_dir": str(run_dir), "holdout": fold is not None},
+        train_loop_config={"job": job.to_dict(), "run": run, "clocks": clocks, "run_dir": str(run_dir), "holdout": fold is not None,
+                           "stats": stats.to_json()},
         scaling_config=ray.train.ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ray_tagger.features import FeatureConfig, LogMel
+from ray_tagger.batching import collate
+from ray_tagger.features import BatchFeatures, FeatureConfig, LogMel, pad_waves
 from ray_tagger.normalization import NormStats, StatsAccumulator
 
 SR = 44100
@@ -69,6 +70,22 @@ def test_batched_with_lengths_matches_each_clip_alone():
         alone = logmel.clip(torch.from_numpy(w))
         assert frames[b] == alone.shape[1] == 1 + len(w) // 882
         torch.testing.assert_close(out[b, 0, :, : frames[b]], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_features_on_the_worker_equal_the_pipelines_features_collated():
+    """``stream.features_on='trainer'``: the Train worker's batched features of the padded
+    waveforms are what the pipeline's per-clip features give after ``collate``."""
+    rng = np.random.default_rng(3)
+    config = FeatureConfig(n_mels=64)
+    stats = NormStats(rng.normal(-8.0, 2.0, 64), 3.5, 1000)
+    waves = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (SR // 3, 2 * SR + 17, SR, 4 * SR)]
+    pipeline = [stats.normalize(LogMel(config).clip(torch.from_numpy(w))).numpy() for w in waves]
+    want, want_frames, _ = collate(pipeline, np.zeros((4, 2), np.float32))
+    x, frames = BatchFeatures(config, stats)(*pad_waves(waves))
+    assert frames.tolist() == want_frames.tolist() == [1 + len(w) // 882 for w in waves]
+    assert x.shape == want.shape == (4, 1, 64, 1 + 4 * SR // 882)
+    torch.testing.assert_close(x, want, rtol=1e-4, atol=1e-4)
+    assert torch.all(x[0, 0, :, frames[0]:] == 0)  # past an example's frames: zeros, as collate pads
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
