@@ -24,7 +24,11 @@ CHANCE_DRAWS = 50
 
 
 def chance_lwlrap(truth: np.ndarray, seed: int = 0) -> float:
-    """Mean lwlrap of uniformly random scores over :data:`CHANCE_DRAWS` seeded draws; ``truth (N, K)``."""
+    """Mean lwlrap of uniformly random scores over :data:`CHANCE_DRAWS` seeded draws; ``truth (N, K)``.
+    The rows are put in a fixed order first, so the figure does not depend on the order in which
+    the clips' predictions arrived."""
+    truth = np.asarray(truth)
+    truth = truth[np.lexsort(truth.T[::-1])] if truth.ndim == 2 and len(truth) else truth
     rng = np.random.default_rng(seed)
     return float(np.mean([lwlrap(truth, rng.random(truth.shape))[0] for _ in range(CHANCE_DRAWS)]))
 

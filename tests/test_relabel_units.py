@@ -103,6 +103,14 @@ def test_results_table_ensembles_and_chance():
     assert "best single model (a, of 3)" in text and "single model b" not in text
 
 
+def test_chance_does_not_depend_on_the_order_of_the_clips():
+    rng = np.random.default_rng(5)
+    truth = (rng.random((120, 28)) < 0.06).astype(np.float64)
+    truth[np.arange(120), rng.integers(0, 28, 120)] = 1
+    figures = {chance_lwlrap(truth[rng.permutation(120)]) for _ in range(5)}
+    assert len(figures) == 1
+
+
 def test_relabel_check_defaults_and_they_are_not_part_of_a_run_identity():
     system = SystemConfig()
     assert (system.relabel_min_gain, system.relabel_max_drop, system.relabel_on_failure) == (0.1, 0.5, "stop")

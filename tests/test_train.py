@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ray_tagger.metrics import lwlrap
 from tests.datasets import demo_shards
@@ -183,8 +184,6 @@ def test_features_on_the_train_worker_train_the_same_model(ddp_run, shards, tmp_
     print(f"\nloss at 10, 20, 30: pipeline {[round(l, 5) for _, l in first]}, trainer {[round(l, 5) for _, l in second]}")
     assert [i for i, _ in second] == [i for i, _ in first] == [10, 20, 30]
     np.testing.assert_allclose([l for _, l in second], [l for _, l in first], rtol=1e-3)
-    import yaml
-
     assert yaml.safe_load((again / "config.yaml").read_text())["job"]["stream"]["features_on"] == "trainer"
 
 
