@@ -35,7 +35,7 @@ import torch
 
 from .console import stage
 from .decode import decode, to_float
-from .features import FeatureConfig, LogMel
+from .features import FeatureConfig, LogMel, pad_waves
 from .layout import n_hot
 from .metrics import lwlrap
 from .normalization import NormStats
@@ -85,11 +85,7 @@ def clip_features(waves: list[np.ndarray], logmel: LogMel, stats: NormStats, bat
     with torch.no_grad():
         for i in range(0, len(order), batch):
             idx = order[i: i + batch]
-            lengths = torch.tensor([len(waves[j]) for j in idx])
-            padded = torch.zeros(len(idx), int(lengths.max()))
-            for row, j in enumerate(idx):
-                padded[row, : len(waves[j])] = torch.from_numpy(np.asarray(waves[j], np.float32))
-            x, frames = logmel(padded, lengths)
+            x, frames = logmel(*pad_waves([waves[j] for j in idx]))
             out[idx] = pooled_features(stats.normalize(x), frames).numpy()
     return out
 

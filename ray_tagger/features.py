@@ -131,12 +131,11 @@ class BatchFeatures(torch.nn.Module):
     def __init__(self, config: FeatureConfig, stats):
         super().__init__()
         self.logmel = LogMel(config)
-        self.register_buffer("mean", torch.tensor(np.asarray(stats.mean), dtype=torch.float32)[:, None])
-        self.std = float(stats.std)
+        self.stats = stats
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             logmel, frames = self.logmel(waves, lengths)
-            x = (logmel - self.mean) / self.std
+            x = self.stats.normalize(logmel)
             valid = torch.arange(x.shape[-1], device=x.device)[None, :] < frames.to(x.device)[:, None]
             return x * valid[:, None, None, :], frames

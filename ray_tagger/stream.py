@@ -163,7 +163,6 @@ class MixFeaturize:
         self.crop = None if crop_s is None else int(round(crop_s * features.sample_rate))
         self.audio = AudioCache(audio_cache_mb, audio_format)
         self.waves_only = waves_only
-        self.features = features
 
     def __call__(self, batch: pa.Table) -> dict:
         rows = batch.to_pylist()
@@ -186,14 +185,13 @@ class MixFeaturize:
             rng = clip_rng(self.seed, self.run, self.epoch, items[0].key)
             waves = [random_crop(w, self.crop, rng) for w in waves]
         if self.waves_only:
-            out = np.empty(len(waves), dtype=object)
-            out[:] = [np.ascontiguousarray(w, np.float32) for w in waves]
-            frames = [self.features.num_frames(len(w)) for w in waves]
+            arrays = [np.ascontiguousarray(w, np.float32) for w in waves]
+            frames = [self.logmel.config.num_frames(len(w)) for w in arrays]
         else:
-            feats = normalized_clips(self.logmel, self.stats, waves)
-            out = np.empty(len(feats), dtype=object)
-            out[:] = feats
-            frames = [f.shape[1] for f in feats]
+            arrays = normalized_clips(self.logmel, self.stats, waves)
+            frames = [f.shape[1] for f in arrays]
+        out = np.empty(len(arrays), dtype=object)
+        out[:] = arrays
         return {"key": np.array([i.key for i in items], dtype=object), column: out,
                 "frames": np.array(frames, np.int64), "targets": targets}
 
