@@ -23,6 +23,7 @@ every clip, reused while the shards and feature settings match) and ``baseline.j
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import time
@@ -39,6 +40,7 @@ from .features import FeatureConfig, LogMel, pad_waves
 from .layout import n_hot
 from .metrics import lwlrap
 from .normalization import NormStats
+from .storage import location
 from .stream import shard_meta
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConf
     import ray
 
     classes, stats, audio_format = shard_meta(shards_dir, features)
-    dirs = [p for p in sorted((Path(shards_dir) / "audio").glob("source=*")) if p.is_dir()]
+    dirs = [p for p in sorted((location(shards_dir) / "audio").glob("source=*")) if p.is_dir()]
     ds = ray.data.read_parquet([str(p) for p in dirs], columns=["clip_id", "labels", "fold", "audio", "source"])
     ds = ds.map_batches(featurize_rows, fn_kwargs={"classes": classes, "stats": stats, "features": features,
                                                    "audio_format": audio_format},
@@ -125,7 +127,7 @@ def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConf
 def cached_features(shards_dir: str | Path, out_dir: Path, features: FeatureConfig, config: BaselineConfig) -> tuple[dict, float | None]:
     """:func:`shard_features`, read from ``out_dir/features.npz`` when it was made from the same shards and
     feature settings; ``-> (features, seconds spent computing them or None when cached)``."""
-    manifest = json.loads((Path(shards_dir) / "manifest.json").read_text())
+    manifest = json.loads((location(shards_dir) / "manifest.json").read_text())
     key = json.dumps([FEATURES_VERSION, manifest["fingerprint"], dataclasses.asdict(features)], sort_keys=True)
     path = out_dir / "features.npz"
     if path.is_file():
@@ -138,16 +140,16 @@ def cached_features(shards_dir: str | Path, out_dir: Path, features: FeatureConf
     seconds = time.perf_counter() - t0
     log.info("baseline: pooled log-mel features of %d clips in %.1f s", len(data["clip_id"]), seconds)
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / "features.partial.npz"  # renamed into place: an interrupted write leaves no cache
-    np.savez(partial, key=np.array(key), **{k: v.astype(str) if v.dtype == object else v for k, v in data.items()})
-    partial.replace(path)
+    buffer = io.BytesIO()  # written whole (an interrupted write leaves no cache; object stores have no rename)
+    np.savez(buffer, key=np.array(key), **{k: v.astype(str) if v.dtype == object else v for k, v in data.items()})
+    path.write_bytes(buffer.getvalue())
     saved = _load(path)
     saved.pop("key")
     return saved, seconds
 
 
 def _load(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as f:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
         return {k: (str(f[k]) if k == "key" else f[k]) for k in f.files}
 
 
@@ -225,7 +227,7 @@ def fit_baselines(shards_dir: str | Path, out_dir: str | Path, fnames: list[str]
     """Fit both baseline rows on the shards' training clips; ``-> {row name: (N, K) test scores}`` in
     ``fnames`` order. Writes ``out_dir/baseline.json`` (settings, chosen L2, test lwlrap when ``truth
     (N, K)`` is given) and caches the features in ``out_dir/features.npz``."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     data, seconds = cached_features(shards_dir, out_dir, features, config)
     test = {c: i for i, c in enumerate(data["clip_id"]) if data["source"][i] == "test"}
     X_test = data["features"][[test[f] for f in fnames]]
@@ -254,7 +256,7 @@ def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, featur
     clips, each with the grid's L2 that scores best on that very fold (which favours the baseline): the
     yardstick ``train --fold`` prints beside the model. ``-> {row name: {l2, held_out_lwlrap, grid,
     train_clips, held_out_clips}}``, also written to ``out_dir/baseline.json`` (features cached there)."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     data, _ = cached_features(shards_dir, out_dir, features, config)
     rows_info = {}
     for suffix, sources in ROWS.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .console import runs_progress, say
+from .storage import OBJECT_STORES, location
 
 log = logging.getLogger("ray_tagger")
 
@@ -50,7 +51,7 @@ def _prepare(args: argparse.Namespace) -> int:
     for item in manifest["skipped"][:10]:
         print(f"  skipped: {item['reason']}")
     if len(manifest["skipped"]) > 10:
-        print(f"  ... {len(manifest['skipped']) - 10} more skipped rows listed in {Path(args.shards_dir) / 'manifest.json'}")
+        print(f"  ... {len(manifest['skipped']) - 10} more skipped rows listed in {location(args.shards_dir) / 'manifest.json'}")
     return 0
 
 
@@ -64,16 +65,17 @@ def _train(args: argparse.Namespace) -> int:
     placement = Placement(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     needed = int(required_cpus(job, placement, fold is not None) + 0.999)
     ensure_ray(args.num_cpus or max(os.cpu_count() or 1, needed))
-    with runs_progress("train", {Path(args.run_dir).name: Path(args.run_dir).resolve()}, job.optim.iterations):
-        summary = train(args.shards_dir, args.run_dir, job, args.split, fold, placement, args.storage_path,
-                        str(Path(args.relabeled).resolve()) if args.relabeled else None)
+    run_dir = location(args.run_dir)
+    with runs_progress("train", {run_dir.name: run_dir}, job.optim.iterations):
+        summary = train(args.shards_dir, run_dir, job, args.split, fold, placement, args.storage_path,
+                        str(location(args.relabeled)) if args.relabeled else None)
     final = summary["final_metrics"]
     val = f", held-out lwlrap {final['val_lwlrap']:.4f}" if "val_lwlrap" in final else ""
     say(f"trained {summary['iterations']} iterations ({summary['swa_snapshots']} SWA snapshots){val}")
     if fold is not None:
-        say(_heldout_curve(Path(args.run_dir) / "metrics.jsonl"))
+        say(_heldout_curve(run_dir / "metrics.jsonl"))
         if not args.no_baseline:
-            say(_fold_baseline(args.shards_dir, Path(args.run_dir) / "baseline", fold, job.features))
+            say(_fold_baseline(args.shards_dir, run_dir / "baseline", fold, job.features))
     say(f"model: {summary['model']}; config, metrics and checkpoints in {args.run_dir}")
     return 0
 
@@ -164,13 +166,25 @@ def _int_list(text: str) -> list[int]:
 
 
 def _folder(text: str) -> str:
-    """A path of the local file system (a shared mount on a cluster). Object-store URIs are
-    refused here: written as paths they would become local folders named "s3:" on one node."""
+    """A path of the local file system (a shared mount on a cluster): data set folders and the
+    files a user takes home. Object-store URIs are refused here: written as paths they would
+    become local folders named "s3:" on one node."""
     uri = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
     if uri:
         raise argparse.ArgumentTypeError(
-            f"{text}: object-store URIs ({uri.group(1)}://) are not supported for data, shards and run folders; mount the "
-            "bucket on every node (or use a shared file system) and pass its path, see cluster/README.md")
+            f"{text}: an object-store URI ({uri.group(1)}://) is not supported here, only for shards and run folders; "
+            "give a local folder (or a shared mount readable from every node), see cluster/README.md")
+    return text
+
+
+def _place(text: str) -> str:
+    """A shards or run folder: a local path (or shared mount), or an object-store URI that pyarrow's
+    file systems open (``s3://bucket/key``, ``gs://bucket/key``; :mod:`ray_tagger.storage`)."""
+    uri = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if uri and uri.group(1).lower() not in OBJECT_STORES:
+        raise argparse.ArgumentTypeError(
+            f"{text}: {uri.group(1)}:// is not an object store ray-tagger writes to; use one of "
+            f"{', '.join(s + '://' for s in OBJECT_STORES)} or a local folder")
     return text
 
 
@@ -333,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prepare", help="validate a data set and write Parquet shards (a Ray Data job)")
     pr.add_argument("data_dir", type=_folder, help="Kaggle or Zenodo (FSDKaggle2019) layout")
-    pr.add_argument("shards_dir", type=_folder)
+    pr.add_argument("shards_dir", type=_place)
     pr.add_argument("--splits", type=int, default=3, help="random cuts of the noisy clips")
     pr.add_argument("--folds", type=int, default=5, help="folds over the curated clips")
     pr.add_argument("--seed", type=int, default=0)
@@ -348,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_prepare)
 
     t = sub.add_parser("train", help="train one model with Ray Train (DDP), with SWA, checkpoints and resume")
-    t.add_argument("shards_dir", type=_folder)
-    t.add_argument("run_dir", type=_folder, help="resolved config, metrics, checkpoints and the final SWA model; re-run to resume")
+    t.add_argument("shards_dir", type=_place)
+    t.add_argument("run_dir", type=_place, help="resolved config, metrics, checkpoints and the final SWA model; re-run to resume")
     t.add_argument("--split", type=int, default=0, help="which random cut of the noisy clips")
     t.add_argument("--fold", default="0", help="curated fold held out for validation, or 'none'")
     t.add_argument("--R", type=int, default=None, help="curated oversampling factor (default: the preset's)")
@@ -360,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gpus-per-worker", type=float, default=0.0, help="may be fractional")
     t.add_argument("--cpus-per-worker", type=float, default=1.0)
     t.add_argument("--storage-path", default=None, help="checkpoint storage (local folder, s3://, gs://); default RUN_DIR/checkpoints")
-    t.add_argument("--relabeled", type=_folder, default=None,
+    t.add_argument("--relabeled", type=_place, default=None,
                    help="a relabelled excerpt table (relabel's relabeled/split_S.parquet) in place of the provided noisy labels")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one config field")
     t.add_argument("--num-cpus", type=int, default=None,
@@ -373,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_show_config)
 
     rl = sub.add_parser("relabel", help="train splits × folds models concurrently (Tune), relabel the noisy excerpts")
-    rl.add_argument("shards_dir", type=_folder)
-    rl.add_argument("run_dir", type=_folder, help="runs, relabelled tables, thresholds and changes; re-run to resume")
+    rl.add_argument("shards_dir", type=_place)
+    rl.add_argument("run_dir", type=_place, help="runs, relabelled tables, thresholds and changes; re-run to resume")
     _runs_options(rl)
     rl.add_argument("--actors", type=int, default=1, help="Ray Data actors scoring the noisy excerpts")
     _keep_provided_option(rl)
@@ -383,24 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
     rl.set_defaults(func=_relabel)
 
     en = sub.add_parser("ensemble", help="train the final models concurrently on the relabelled splits")
-    en.add_argument("shards_dir", type=_folder)
-    en.add_argument("run_dir", type=_folder)
-    en.add_argument("--relabeled", type=_folder, required=True, help="the output folder of 'ray-tagger relabel'")
+    en.add_argument("shards_dir", type=_place)
+    en.add_argument("run_dir", type=_place)
+    en.add_argument("--relabeled", type=_place, required=True, help="the output folder of 'ray-tagger relabel'")
     en.add_argument("--R", type=_int_list, default=None, help="curated oversampling factors, e.g. 2,4 (default: the preset's)")
     en.add_argument("--splits", type=_int_list, default=None, help="relabelled splits, e.g. 0,1,2 (default: the preset's)")
     _runs_options(en)
     en.set_defaults(func=_ensemble)
 
     pd_ = sub.add_parser("predict", help="ensemble-averaged scores in the Kaggle submission format")
-    pd_.add_argument("run_dir", type=_folder, help="an ensemble folder, a training run folder or a 'run' folder")
+    pd_.add_argument("run_dir", type=_place, help="an ensemble folder, a training run folder or a 'run' folder")
     pd_.add_argument("inputs", nargs="+", help="a shards folder (its test clips), audio folders, audio files or .txt lists")
-    pd_.add_argument("--out", type=_folder, required=True, help="submission CSV to write")
+    pd_.add_argument("--out", type=_place, required=True, help="submission CSV to write")
     pd_.add_argument("--actors", type=int, default=1, help="Ray Data scoring actors")
     pd_.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored with RAY_ADDRESS)")
     pd_.set_defaults(func=_predict)
 
     tg = sub.add_parser("tag", help="print the top tags of audio files (any rate, any channels)")
-    tg.add_argument("run_dir", type=_folder)
+    tg.add_argument("run_dir", type=_place)
     tg.add_argument("files", nargs="+")
     tg.add_argument("--top", type=int, default=5)
     tg.add_argument("--frames", action="store_true",
@@ -410,13 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     tg.set_defaults(func=_tag)
 
     ex = sub.add_parser("export", help="the ensemble as one TorchScript file: mono waveform → class scores, vocabulary inside")
-    ex.add_argument("run_dir", type=_folder, help="an ensemble folder, a training run folder or a 'run' folder")
+    ex.add_argument("run_dir", type=_place, help="an ensemble folder, a training run folder or a 'run' folder")
     ex.add_argument("out", type=_folder, help="the file to write (e.g. tagger.pt)")
     ex.set_defaults(func=_export)
 
     rn = sub.add_parser("run", help="the whole system: [demo data] → prepare → relabel → ensemble → predict → evaluate")
     rn.add_argument("data_dir", type=_folder, nargs="?", default=None, help="Kaggle or Zenodo data set (default: generate the demo set)")
-    rn.add_argument("run_dir", type=_folder)
+    rn.add_argument("run_dir", type=_place)
     _runs_options(rn, preset="demo")
     rn.add_argument("--demo-clips", type=int, default=DemoConfig.clips, help="curated clips of the generated demo set")
     rn.add_argument("--demo-classes", type=int, default=None,
@@ -427,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.set_defaults(func=_run)
 
     sw = sub.add_parser("sweep", help="Ray Tune with ASHA over R and the augmentation strength")
-    sw.add_argument("shards_dir", type=_folder)
-    sw.add_argument("run_dir", type=_folder)
+    sw.add_argument("shards_dir", type=_place)
+    sw.add_argument("run_dir", type=_place)
     sw.add_argument("--samples", type=int, default=8, help="trials (R is cycled through 1, 2, 4, 8)")
     sw.add_argument("--grace", type=int, default=None, help="ASHA grace period in iterations (default: a quarter of the run)")
     sw.add_argument("--seed", type=int, default=0, help="seed of the strength draws")
@@ -502,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         from .console import LOG_NAME, Console
         from .runtime import shutdown_own_ray
 
-        with Console(Path(args.run_dir) / LOG_NAME, args.command) as console:
+        with Console(location(args.run_dir) / LOG_NAME, args.command) as console:
             try:
                 return _dispatch(args, console.err)
             finally:

@@ -20,10 +20,13 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, TextIO
+
+from .storage import location
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,9 @@ class Console:
     keeps the earlier log). Use as a context manager; :attr:`out` / :attr:`err` are the terminal."""
 
     def __init__(self, log_path: str | Path, command: str):
-        self.log_path, self.command = Path(log_path), command
+        self.log_path, self.command = location(log_path), command
+        # object storage has no append: the log is kept in a local file and added to the object at the end
+        self._local = self.log_path if isinstance(self.log_path, Path) else _local_file()
         self.out, self.err = sys.stdout, sys.stderr
         self._saved: list = []
 
@@ -118,7 +123,7 @@ class Console:
     def __enter__(self) -> "Console":
         global _current
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+        self._log = open(self._local, "a", buffering=1, encoding="utf-8", errors="replace")
         self._log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} ray-tagger {self.command} (pid {os.getpid()})\n")
         self.out, out_fd = _terminal(sys.stdout, 1)
         self.err, err_fd = _terminal(sys.stderr, 2)
@@ -136,7 +141,8 @@ class Console:
         root.handlers = list(self._handlers)
         root.setLevel(logging.INFO)
         _current = self
-        self.err.write(f"ray-tagger {self.command}: Ray's output and the full log go to {self.log_path} (-v: all on the console)\n")
+        when = "" if self._local == self.log_path else " when the command ends"
+        self.err.write(f"ray-tagger {self.command}: Ray's output and the full log go to {self.log_path}{when} (-v: all on the console)\n")
         self.err.flush()
         return self
 
@@ -158,6 +164,16 @@ class Console:
         for d in dups:
             os.close(d)
         self._log.close()
+        if self._local != self.log_path:
+            with self.log_path.open("ab") as f:
+                f.write(self._local.read_bytes())
+            self._local.unlink()
+
+
+def _local_file() -> Path:
+    fd, name = tempfile.mkstemp(prefix="ray-tagger-", suffix=".log")
+    os.close(fd)
+    return Path(name)
 
 
 def _run_state(run_dir: Path) -> tuple[bool, int, float | None]:

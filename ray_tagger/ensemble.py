@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import SystemConfig, TrainJobConfig
 from .runs import RunSpec, run_dir, train_many
+from .storage import location
 from .train import Placement
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def relabeled_table(relabel_dir: str | Path, split: int) -> Path:
     """The relabelled excerpt table of ``split`` in a ``relabel`` output folder."""
-    path = Path(relabel_dir).resolve() / "relabeled" / f"split_{split}.parquet"
+    path = location(relabel_dir) / "relabeled" / f"split_{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{relabel_dir}: no relabelled table for split {split} ({path.name}); run 'ray-tagger relabel' first")
     return path
@@ -42,15 +43,15 @@ def ensemble(
     concurrency: int | None = None,
 ) -> dict:
     """Train every final model not yet trained; write and return ``ensemble.json``'s content."""
-    out_dir = Path(out_dir).resolve()
+    out_dir = location(out_dir)
     specs = ensemble_specs(system, relabel_dir)
     summaries = train_many(shards_dir, out_dir, job, specs, placement, concurrency, stage="ensemble")
     info = {
         "members": [str((run_dir(out_dir, s) / "model.pt").relative_to(out_dir)) for s in specs],
         "runs": [{"name": s.name, "split": s.split, "R": s.R, "started": su["started"], "finished": su["finished"]}
                  for s, su in zip(specs, summaries)],
-        "relabel_dir": str(Path(relabel_dir).resolve()),
-        "shards": str(Path(shards_dir).resolve()),
+        "relabel_dir": str(location(relabel_dir)),
+        "shards": str(location(shards_dir)),
     }
     (out_dir / "ensemble.json").write_text(json.dumps(info, indent=1))
     return info

@@ -33,6 +33,7 @@ from .modelfile import load_model
 from .normalization import NormStats
 from .scoring import score_features, window_frames
 from .splits import excerpt_id
+from .storage import location
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ BATCH = 16
 def member_paths(run_dir: str | Path) -> list[Path]:
     """The ``model.pt`` files of a run folder: an ensemble (``ensemble.json``), one training run,
     or a ``ray-tagger run`` folder (its final ensemble)."""
-    root = Path(run_dir)
+    root = location(run_dir)
     for candidate in (root / "ensemble.json", root / "final" / "ensemble.json"):
         if candidate.is_file():
             members = json.loads(candidate.read_text())["members"]
@@ -174,7 +175,7 @@ def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_form
     when ``bad`` is None."""
     scored = ds.map_batches(
         EnsembleScorer,
-        fn_constructor_kwargs={"members": [str(Path(p).resolve()) for p in members], "kind": kind,
+        fn_constructor_kwargs={"members": [str(location(p)) for p in members], "kind": kind,
                                "audio_format": audio_format, "splits": splits},
         batch_size=rows_per_batch, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
@@ -204,7 +205,7 @@ def shard_rows(shards_dir: str | Path, source: str, actors: int = 1, clip_ids: s
     """The clip rows of one source of a shards folder (for ``clips`` and ``excerpts``), only ``clip_ids``
     when given. Read into 4 blocks per scoring actor: a shard file is one block otherwise, and one
     block goes to one actor however many there are."""
-    path = Path(shards_dir) / "audio" / f"source={source}"
+    path = location(shards_dir) / "audio" / f"source={source}"
     if not path.is_dir():
         raise FileNotFoundError(f"{shards_dir}: no {source} shards")
     ds = ray.data.read_parquet(str(path), columns=["clip_id", "num_samples", "cuts", "audio"],

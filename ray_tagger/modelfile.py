@@ -15,8 +15,11 @@ file that names any other Python object (a pickle that would run code on load) i
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+
+from .storage import location
 
 MODEL_FORMAT = "ray_tagger.model/1"
 
@@ -29,7 +32,7 @@ def _load(path: str | Path, what: str):
     import torch
 
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        return torch.load(io.BytesIO(location(path).read_bytes()), weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise
     except Exception as e:  # UnpicklingError for foreign objects, RuntimeError/struct.error for junk
@@ -48,7 +51,8 @@ def save_model(path: str | Path, weights: dict, meta: dict) -> None:
     """``weights`` (a state dict of tensors) and ``meta`` (JSON-serialisable) → ``path``."""
     import torch
 
-    torch.save({"format": MODEL_FORMAT, "weights": weights, "meta": json.dumps(meta, default=_plain)}, path)
+    with location(path).open("wb") as f:
+        torch.save({"format": MODEL_FORMAT, "weights": weights, "meta": json.dumps(meta, default=_plain)}, f)
 
 
 def _plain(value):
@@ -78,7 +82,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     """A training state (state dicts, generator state, integers) → ``path``."""
     import torch
 
-    torch.save(state, path)
+    with location(path).open("wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .storage import location
+
 
 @dataclass(frozen=True)
 class NormStats:
@@ -31,7 +33,7 @@ class NormStats:
 
     @classmethod
     def load(cls, path: str | Path) -> "NormStats":
-        return cls.from_json(json.loads(Path(path).read_text()))
+        return cls.from_json(json.loads(location(path).read_text()))
 
     def normalize(self, logmel: torch.Tensor) -> torch.Tensor:
         """``(..., F, N) -> (..., F, N)``: subtract the band means, divide by the scalar std."""

@@ -12,6 +12,7 @@ checkpoints, and later stages redo only what they have not written.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from . import __version__
 from .config import SystemConfig, TrainJobConfig
 from .console import say, stage
 from .layout import n_hot
+from .storage import ObjectPath, location
 from .train import Placement
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def test_truth(shards_dir: Path, data_dir: Path, classes: list[str], fnames: lis
     ``DATA_DIR-test-labels.csv`` beside the data set (the demo set), else None."""
     from .evaluate import read_truth
 
-    table = pq.read_table(shards_dir / "audio" / "source=test", columns=["clip_id", "labels"]).to_pylist()
+    table = pq.read_table(str(shards_dir / "audio" / "source=test"), columns=["clip_id", "labels"]).to_pylist()
     truth = {r["clip_id"]: list(r["labels"]) for r in table}
     if not any(truth.values()):
         csv = data_dir.parent / f"{data_dir.name}-test-labels.csv"
@@ -73,7 +75,10 @@ def run(
     from .relabel import format_changes, relabel
     from .report import format_table, plot_per_class, plot_relabel_changes, plot_training_curves, results_table
 
-    run_dir = Path(run_dir).resolve()
+    run_dir = location(run_dir)
+    if data_dir is None and isinstance(run_dir, ObjectPath):
+        raise ValueError(f"{run_dir}: with a RUN_DIR on object storage give the data set folder too (DATA_DIR, a local "
+                         "or shared folder; 'ray-tagger demo-data DIR' writes the demo set)")
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     _stage(1, "data")
@@ -105,14 +110,16 @@ def run(
     npz = pred / "test_scores.npz"
     if npz.is_file():
         log.info("%s exists; not predicting again", npz)
-        saved = np.load(npz, allow_pickle=False)
+        saved = np.load(io.BytesIO(npz.read_bytes()), allow_pickle=False)
         fnames, scores, classes = saved["fnames"].tolist(), saved["scores"], saved["classes"].tolist()
     else:
         fnames, scores, classes, _ = predict_scores(run_dir / "final", [shards], actors)
         write_submission(pred / "submission.csv", fnames, scores.mean(axis=1), classes)
-        np.savez(npz, fnames=np.array(fnames), scores=scores, classes=np.array(classes))
+        buffer = io.BytesIO()
+        np.savez(buffer, fnames=np.array(fnames), scores=scores, classes=np.array(classes))
+        npz.write_bytes(buffer.getvalue())
     plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
+    plots.mkdir(parents=True, exist_ok=True)
     plot_training_curves({"relabel": run_dir / "relabel", "final": run_dir / "final"}, plots / "training_curves.png")
     plot_relabel_changes(run_dir / "relabel", plots / "relabel_changes.png")
     _stage(6, "evaluate")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .infer import EnsembleScorer, check_model_files, file_rows, member_paths, read_audio, score, shard_rows
+from .storage import location
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 def resolve_inputs(inputs: list[str | Path]) -> tuple[str, object]:
     """``('shards', dir)`` for a shards folder, else ``('files', [paths])`` from folders, files and ``.txt`` lists."""
+    if len(inputs) == 1 and (location(inputs[0]) / "manifest.json").is_file():
+        return "shards", location(inputs[0])
     paths = [Path(p) for p in inputs]
-    if len(paths) == 1 and (paths[0] / "manifest.json").is_file():
-        return "shards", paths[0]
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -63,8 +64,9 @@ def write_submission(path: str | Path, fnames: list[str], scores: np.ndarray, cl
     """Kaggle format: ``fname`` + one column per class; ``scores`` is ``(N, K)``."""
     table = pd.DataFrame(scores, columns=classes)
     table.insert(0, "fname", fnames)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False, float_format="%.6f")
+    path = location(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table.to_csv(index=False, float_format="%.6f"))
 
 
 def predict(run_dir: str | Path, inputs: list[str | Path], out: str | Path, actors: int = 1) -> dict:

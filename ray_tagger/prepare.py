@@ -9,8 +9,14 @@ Two Ray Data passes over the clips named by the CSVs:
 
 Noisy clips are stored once; each of the ``splits`` random cuts (report §3.1) is stored as a
 sample index in the clip's ``cuts`` list and spelled out as two excerpt rows per split in
-``excerpts.parquet``. Everything is written into a hidden staging folder beside the target
-and renamed into place at the end, so an interrupted run leaves nothing a later stage reads.
+``excerpts.parquet``.
+
+The target is a local folder or an object-store URI (:mod:`ray_tagger.storage`), written the
+same way: object stores cannot rename, so instead of a staging folder the manifest is the
+commit marker. Prepare first writes ``_PREPARING``, removes the manifest and anything an
+earlier prepare left, writes the shards, then ``manifest.json`` last and removes the marker.
+Later stages read only folders with a manifest, so an interrupted run leaves nothing they
+read, and the next prepare into the same folder recognises the marker and starts afresh.
 """
 
 from __future__ import annotations
@@ -21,9 +27,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +42,13 @@ from .features import FeatureConfig
 from .layout import SOURCES, ClipRecord, DataSetIndex, Problem, read_dataset
 from .normalization import StatsAccumulator
 from .splits import assign_folds, excerpt_id, noisy_cut
+from .storage import location, remove_tree
 
 log = logging.getLogger(__name__)
 
 SHARDS_FORMAT = "ray_tagger.shards/1"
+IN_PROGRESS = "_PREPARING"
+"""The marker of a shards folder being written (no manifest yet, or a stale one about to go)."""
 TRAIN_SOURCES = ("curated", "noisy")
 
 AUDIO_SCHEMA = pa.schema(
@@ -124,7 +131,7 @@ def prepare(data_dir: str | Path, shards_dir: str | Path, config: PrepareConfig 
     Raises :class:`~ray_tagger.layout.LayoutError` for an unreadable data set folder and
     :class:`BadInputError` for a bad row when ``config.on_bad == 'fail'``.
     """
-    shards_dir = Path(shards_dir)
+    shards_dir = location(shards_dir)
     index = read_dataset(data_dir)
     fingerprint = _fingerprint(index, config)
     existing = _existing_manifest(shards_dir)
@@ -145,23 +152,20 @@ def prepare(data_dir: str | Path, shards_dir: str | Path, config: PrepareConfig 
     if config.on_bad == "fail" and problems:
         raise BadInputError(problems[min(problems)])
     good = [(i, r) for i, r in enumerate(candidates) if i not in problems]
-    staging = _staging_dir(shards_dir)
-    try:
-        t0 = time.perf_counter()
-        _write_audio(good, inspected["num_samples"], staging, config)
-        excerpts = _write_excerpts(good, inspected["num_samples"], staging, config)
-        stats = inspected["stats"].finalize()
-        (staging / "stats.json").write_text(json.dumps(stats.to_json(), indent=1))
-        (staging / "vocabulary.json").write_text(json.dumps({"classes": list(index.vocabulary)}, indent=1))
-        skipped = bad_rows + [dataclasses.replace(candidates[i], problem=p) for i, p in sorted(problems.items())]
-        manifest = _manifest(data_dir, index, config, fingerprint, good, inspected, skipped, excerpts, stats)
-        manifest["write_seconds"] = round(time.perf_counter() - t0, 3)
-        manifest["files"] = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        _swap_into_place(staging, shards_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    t0 = time.perf_counter()
+    _begin(shards_dir)
+    _write_audio(good, inspected["num_samples"], shards_dir, config)
+    excerpts = _write_excerpts(good, inspected["num_samples"], shards_dir, config)
+    stats = inspected["stats"].finalize()
+    (shards_dir / "stats.json").write_text(json.dumps(stats.to_json(), indent=1))
+    (shards_dir / "vocabulary.json").write_text(json.dumps({"classes": list(index.vocabulary)}, indent=1))
+    skipped = bad_rows + [dataclasses.replace(candidates[i], problem=p) for i, p in sorted(problems.items())]
+    manifest = _manifest(data_dir, index, config, fingerprint, good, inspected, skipped, excerpts, stats)
+    manifest["write_seconds"] = round(time.perf_counter() - t0, 3)
+    manifest["files"] = sorted(str(p.relative_to(shards_dir)) for p in shards_dir.rglob("*")
+                               if p.name not in (IN_PROGRESS, "manifest.json") and p.is_file()) + ["manifest.json"]
+    (shards_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))  # the commit
+    (shards_dir / IN_PROGRESS).unlink(missing_ok=True)
     return manifest
 
 
@@ -262,7 +266,7 @@ def _clip_rows(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, conf
     return rows
 
 
-def _write_audio(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, staging: Path, config: PrepareConfig) -> None:
+def _write_audio(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, shards_dir, config: PrepareConfig) -> None:
     if not good:
         log.warning("no valid clips: writing no audio shards")
         return
@@ -274,10 +278,10 @@ def _write_audio(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, st
         batch_format="pyarrow",
         num_cpus=1,
     )
-    ds.write_parquet(str(staging / "audio"), partition_cols=["source"], min_rows_per_file=config.rows_per_file)
+    ds.write_parquet(str(shards_dir / "audio"), partition_cols=["source"], min_rows_per_file=config.rows_per_file)
 
 
-def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, staging: Path, config: PrepareConfig) -> int:
+def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, shards_dir, config: PrepareConfig) -> int:
     rows = []
     for i, r in good:
         if r.source != "noisy":
@@ -290,7 +294,7 @@ def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray,
                     "excerpt_id": excerpt_id(r.fname, s, part), "clip_id": r.fname, "split": s, "part": part,
                     "start": start, "stop": stop, "labels": list(r.labels),
                 })
-    pq.write_table(pa.Table.from_pylist(rows, schema=EXCERPT_SCHEMA), staging / "excerpts.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=EXCERPT_SCHEMA), str(shards_dir / "excerpts.parquet"))
     return len(rows)
 
 
@@ -346,33 +350,25 @@ def _fingerprint(index: DataSetIndex, config: PrepareConfig) -> str:
     return h.hexdigest()
 
 
-def _existing_manifest(shards_dir: Path) -> dict | None:
+def _existing_manifest(shards_dir) -> dict | None:
     manifest = shards_dir / "manifest.json"
-    if manifest.is_file():
+    if manifest.is_file() and not (shards_dir / IN_PROGRESS).exists():
         return json.loads(manifest.read_text())
-    if shards_dir.exists() and any(shards_dir.iterdir()):
+    if shards_dir.is_dir() and any(shards_dir.iterdir()) and not (shards_dir / IN_PROGRESS).exists():
         raise FileExistsError(f"{shards_dir}: exists, is not empty and holds no shards manifest; refusing to overwrite")
     return None
 
 
-def _staging_dir(shards_dir: Path) -> Path:
-    shards_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in shards_dir.parent.glob(f".{shards_dir.name}.staging-*"):
-        log.info("removing %s left by an interrupted prepare", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = shards_dir.parent / f".{shards_dir.name}.staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    return staging
-
-
-def _swap_into_place(staging: Path, shards_dir: Path) -> None:
-    old = None
-    if shards_dir.exists():
-        old = shards_dir.parent / f".{shards_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        shards_dir.rename(old)
-    staging.rename(shards_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _begin(shards_dir) -> None:
+    """Mark ``shards_dir`` as being written, then clear what an earlier prepare left there (the manifest first)."""
+    marker = shards_dir / IN_PROGRESS
+    if marker.exists():
+        log.info("%s: removing what an interrupted prepare left", shards_dir)
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}))
+    (shards_dir / "manifest.json").unlink(missing_ok=True)
+    for name in ("audio", "excerpts.parquet", "stats.json", "vocabulary.json"):
+        remove_tree(shards_dir / name)
 
 
 def _num_blocks(n_clips: int, config: PrepareConfig) -> int:

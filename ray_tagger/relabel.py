@@ -25,6 +25,7 @@ added, removed as applied) and ``summary.json`` (with the ``check``); or, refuse
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -42,6 +43,7 @@ from .metrics import lwlrap
 from .report import chance_lwlrap
 from .runs import RunSpec, train_many
 from .splits import excerpt_id
+from .storage import location
 from .stream import shard_meta
 from .train import Placement
 
@@ -150,7 +152,7 @@ def pool_heldout(keys: list[str], scores: np.ndarray, folds: dict[str, int], mem
 def _heldout(shards_dir: Path, specs: list[RunSpec], members: list[str], classes: list[str], audio_format: str,
              actors: int) -> tuple[np.ndarray, np.ndarray]:
     """``(N, K)`` labels and ``(N, K)`` held-out ensemble scores of the curated clips of the held-out folds."""
-    table = pq.read_table(shards_dir / "audio" / "source=curated", columns=["clip_id", "labels", "fold"]).to_pylist()
+    table = pq.read_table(str(shards_dir / "audio" / "source=curated"), columns=["clip_id", "labels", "fold"]).to_pylist()
     folds = {r["clip_id"]: r["fold"] for r in table}
     labels = {r["clip_id"]: list(r["labels"]) for r in table}
     held_out = {k for k, f in folds.items() if f in {s.fold for s in specs}}
@@ -162,7 +164,7 @@ def _heldout(shards_dir: Path, specs: list[RunSpec], members: list[str], classes
 
 def _noisy_table(shards_dir: Path, splits: list[int]) -> pd.DataFrame:
     """One row per noisy excerpt of every split: excerpt_id, clip_id, split, provided labels."""
-    table = pq.read_table(shards_dir / "audio" / "source=noisy", columns=["clip_id", "labels"]).to_pylist()
+    table = pq.read_table(str(shards_dir / "audio" / "source=noisy"), columns=["clip_id", "labels"]).to_pylist()
     rows = [{"excerpt_id": excerpt_id(r["clip_id"], s, part), "clip_id": r["clip_id"], "split": s, "provided": list(r["labels"])}
             for s in splits for r in table for part in (0, 1)]
     return pd.DataFrame(rows)
@@ -179,7 +181,7 @@ def relabel(
 ) -> dict:
     """Train the relabelling runs (skipping finished ones), score, check (:func:`judge`) and relabel; returns
     the summary. Raises :class:`RelabelRefused` when the check fails and ``system.relabel_on_failure`` is ``stop``."""
-    shards_dir, out_dir = Path(shards_dir).resolve(), Path(out_dir).resolve()
+    shards_dir, out_dir = location(shards_dir), location(out_dir)
     summary_path = out_dir / "summary.json"
     if summary_path.is_file():
         stage(log, "%s is complete; nothing to relabel", out_dir)
@@ -245,9 +247,9 @@ def _noisy_scores(shards_dir: Path, members: list[str], audio_format: str, split
 def _write(out_dir: Path, table: pd.DataFrame, changes: pd.DataFrame, summary: dict) -> None:
     """The tables, changes.csv, thresholds.json (when relabelled) and, last, summary.json."""
     for split, path in summary["tables"].items():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        location(path).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pandas(table[table.split == int(split)], preserve_index=False), path)
-    changes.to_csv(out_dir / "changes.csv", index=False)
+    (out_dir / "changes.csv").write_text(changes.to_csv(index=False))
     if summary["check"]["decision"] == "relabelled":
         (out_dir / "thresholds.json").write_text(json.dumps(dict(zip(changes["class"], map(float, changes.threshold))), indent=1))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -257,8 +259,8 @@ def _write(out_dir: Path, table: pd.DataFrame, changes: pd.DataFrame, summary: d
 def format_changes(out_dir: str | Path, noisy_truth: str | Path | None = None) -> str:
     """The per-class table of what relabelling changed, the totals and the check; with ``noisy_truth``
     (a demo set's ``-noisy-truth.csv``) also the precision of the changes (:func:`relabel_precision`)."""
-    out_dir = Path(out_dir)
-    changes = pd.read_csv(out_dir / "changes.csv")
+    out_dir = location(out_dir)
+    changes = pd.read_csv(io.StringIO((out_dir / "changes.csv").read_text()))
     summary = json.loads((out_dir / "summary.json").read_text())
     lines = [f"{'class':24s} {'threshold':>9s} {'error':>6s} {'provided':>8s} {'added':>6s} {'removed':>7s}"]
     for r in changes.itertuples():
@@ -307,12 +309,12 @@ def relabel_precision(relabel_dir: str | Path, truth_csv: str | Path) -> dict:
     share of true labels among the cells not provided, and of absent labels among the provided
     cells. A precision is None when nothing was changed in that direction."""
     truth = read_noisy_truth(truth_csv)
-    tables = sorted((Path(relabel_dir) / "relabeled").glob("split_*.parquet"))
+    tables = sorted((location(relabel_dir) / "relabeled").glob("split_*.parquet"))
     if not tables:
         raise FileNotFoundError(f"{relabel_dir}: no relabelled tables")
     n = {"added": 0, "added_true": 0, "removed": 0, "removed_absent": 0, "free": 0, "free_true": 0, "provided": 0, "provided_absent": 0}
     for path in tables:
-        for r in pq.read_table(path, columns=["clip_id", "provided", "labels", "scores"]).to_pylist():
+        for r in pq.read_table(str(path), columns=["clip_id", "provided", "labels", "scores"]).to_pylist():
             if r["clip_id"] not in truth:
                 raise ValueError(f"{truth_csv}: no true labels for noisy clip {r['clip_id']}")
             provided, new, true = set(r["provided"]), set(r["labels"]), truth[r["clip_id"]]

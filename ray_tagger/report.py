@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -96,7 +97,7 @@ def plot_training_curves(stage_dirs: dict[str, Path], out: Path) -> None:
             twin.set_ylabel("held-out lwlrap (dashed)")
         ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    _save_figure(fig, out)
     plt.close(fig)
 
 
@@ -112,7 +113,7 @@ def plot_per_class(per_class: dict[str, float], counts: dict[str, int], out: Pat
     ax.set_yticks(range(len(names)), [f"{c} ({counts.get(c, 0)})" for c in names], fontsize=7)
     ax.set(xlim=(0, 1), xlabel="lwlrap (test labels in brackets)", title=title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    _save_figure(fig, out)
     plt.close(fig)
 
 
@@ -122,7 +123,7 @@ def plot_relabel_changes(relabel_dir: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    changes = pd.read_csv(relabel_dir / "changes.csv")
+    changes = pd.read_csv(io.StringIO((relabel_dir / "changes.csv").read_text()))
     summary = json.loads((relabel_dir / "summary.json").read_text())
     y = np.arange(len(changes))
     fig, ax = plt.subplots(figsize=(7, 0.25 * len(changes) + 1.5))
@@ -136,5 +137,12 @@ def plot_relabel_changes(relabel_dir: Path, out: Path) -> None:
                  f"{summary['dropped']} of {summary['excerpts']} excerpts dropped")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    _save_figure(fig, out)
     plt.close(fig)
+
+
+def _save_figure(fig, out) -> None:
+    """A figure as PNG into ``out`` (a local path or an object-store location)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    out.write_bytes(buffer.getvalue())

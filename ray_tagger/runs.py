@@ -24,6 +24,7 @@ import ray
 
 from . import console
 from .config import TrainJobConfig
+from .storage import location
 from .stream import shard_meta
 from .train import Placement, required_cpus, train
 
@@ -54,7 +55,7 @@ class RunSpec:
 
 
 def run_dir(root: str | Path, spec: RunSpec) -> Path:
-    return Path(root).resolve() / "runs" / spec.name
+    return location(root) / "runs" / spec.name
 
 
 def is_complete(root: str | Path, spec: RunSpec) -> bool:
@@ -107,7 +108,7 @@ def train_many(
     (in the order of ``specs``). Raises :class:`RunsFailedError` naming the runs that failed."""
     from ray import tune
 
-    root = Path(root).resolve()
+    root = location(root)
     todo = [s for s in specs if not is_complete(root, s)]
     done = len(specs) - len(todo)
     if done:
@@ -128,7 +129,7 @@ def train_many(
                         "resources (or for nodes an autoscaler adds)", stage, concurrency, fit)
         console.stage(log, "%s: training %d runs, %d at a time (%s)", stage, len(todo), n, ", ".join(s.name for s in todo))
         by_name = {s.name: {k: v for k, v in dataclasses.asdict(s).items() if k != "name"} for s in todo}
-        trainable = tune.with_parameters(_trial, shards=str(Path(shards_dir).resolve()), root=str(root), job=job.to_dict(),
+        trainable = tune.with_parameters(_trial, shards=str(location(shards_dir)), root=str(root), job=job.to_dict(),
                                          placement=dataclasses.asdict(placement))
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"CPU": TRIAL_CPU}),

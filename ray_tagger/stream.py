@@ -34,6 +34,7 @@ from .layout import n_hot
 from .mixup import MixupConfig, mixup
 from .normalization import NormStats
 from .splits import clip_rng, content_key, excerpt_id
+from .storage import location
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,12 @@ def shard_meta(shards_dir: str | Path, features: FeatureConfig | None = None) ->
     prepare config) must be those: otherwise :class:`FeatureMismatchError`, one line that says
     which settings differ and how to prepare the shards for them.
     """
-    root = Path(shards_dir)
+    root = location(shards_dir)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
+        if (root / "_PREPARING").exists():
+            raise FileNotFoundError(f"{root}: a prepare into it was interrupted or is still running (no manifest.json "
+                                    "yet); run 'ray-tagger prepare' again")
         raise FileNotFoundError(f"{root}: no manifest.json; run 'ray-tagger prepare' first")
     manifest = json.loads(manifest_path.read_text())
     if features is not None:
@@ -318,7 +322,7 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     classes, stats, audio_format = shard_meta(spec.shards_dir, config.features)
-    root = Path(spec.shards_dir) / "audio"
+    root = location(spec.shards_dir) / "audio"
     sources = ["curated"] if mode == "val" else ["curated", "noisy"]
     shuffle = ray.data.FileShuffleConfig(seed=content_key(f"{config.run.seed}/{run}/{spec.rank}") % 2**31)
     ds = ray.data.read_parquet([str(root / f"source={s}") for s in sources], columns=CLIP_COLUMNS + ["source"],

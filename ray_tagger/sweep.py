@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .storage import location
 from .config import TrainJobConfig, resolve_system
 from .console import runs_progress, stage
 from .runs import TRIAL_CPU, RunsFailedError
@@ -72,7 +73,7 @@ def _trial(config: dict, shards: str, root: str, job: dict, placement: dict) -> 
 
     trial = with_strength(TrainJobConfig.from_dict(job), config["strength"])
     trial = dataclasses.replace(trial, stream=dataclasses.replace(trial.stream, R=config["R"]))
-    train(shards, Path(root) / "trials" / config["name"], trial, 0, 0, Placement(**placement), callbacks=[TuneReportCallback()])
+    train(shards, location(root) / "trials" / config["name"], trial, 0, 0, Placement(**placement), callbacks=[TuneReportCallback()])
 
 
 def sweep(
@@ -95,7 +96,7 @@ def sweep(
     if samples < 1:
         raise ValueError("--samples must be at least 1")
     shard_meta(shards_dir, job.features)  # shards prepared for other log-mel settings: one line, before any trial
-    out_dir = Path(out_dir).resolve()
+    out_dir = location(out_dir)
     base = job
     job = trial_job(job)
     iterations = job.optim.iterations
@@ -104,7 +105,7 @@ def sweep(
     n = min(samples, concurrency or max(1, fits_at_once(job, placement, True)))
     stage(log, "sweep: %d trials, %d at a time, ASHA on held-out lwlrap (grace %d of %d iterations)", samples, n, grace, iterations)
     by_name = {p["name"]: p for p in plan}
-    trainable = tune.with_parameters(_trial, shards=str(Path(shards_dir).resolve()), root=str(out_dir), job=job.to_dict(),
+    trainable = tune.with_parameters(_trial, shards=str(location(shards_dir)), root=str(out_dir), job=job.to_dict(),
                                      placement=dataclasses.asdict(placement))
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"CPU": TRIAL_CPU}),

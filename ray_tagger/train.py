@@ -42,6 +42,7 @@ from .scoring import score_features, window_frames
 from .specaugment import SpecAugment
 from .splits import content_key, excerpt_id
 from .stream import EpochClock, StreamSpec, configure_data_context, execution_options, pipeline_cpus, shard_meta, stream
+from .storage import location
 from .swa import SWA, refresh_batchnorm
 
 log = logging.getLogger(__name__)
@@ -212,13 +213,13 @@ def train_loop(cfg: dict) -> None:
         if job.stream.features_on == "trainer" else None
     score_window = window_frames(job.stream.crop_s, job.features)
     val = None
-    metrics_path = Path(cfg["run_dir"]) / "metrics.jsonl"
+    metrics_path = location(cfg["run_dir"]) / "metrics.jsonl"
     window, t0 = [], time.perf_counter()
 
     def report(metrics: dict, checkpoint: bool, to_ray: bool, final: bool = False) -> None:
         """Append to ``metrics.jsonl`` (rank 0); with ``to_ray`` also ``ray.train.report`` (every rank)."""
         if rank == 0:
-            with open(metrics_path, "a") as f:
+            with metrics_path.open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
         if not to_ray:
             return
@@ -342,7 +343,7 @@ def train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    run_dir = Path(run_dir).resolve()
+    run_dir = location(run_dir)
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         log.info("%s is complete; nothing to train", run_dir)
@@ -354,11 +355,11 @@ def train(
         raise ValueError(f"{placement.workers} workers cannot share a batch of {job.batch.batch_size} equally")
     if relabeled is not None:
         _check_relabeled(relabeled, split)
-    resolved = {"ray_tagger_version": __version__, "shards": str(Path(shards_dir).resolve()), "split": split,
+    resolved = {"ray_tagger_version": __version__, "shards": str(location(shards_dir)), "split": split,
                 "fold": fold, "relabeled": relabeled, "placement": dataclasses.asdict(placement), "job": job.to_dict()}
     _write_or_check_config(run_dir, resolved)
     run = run_dir.name
-    spec = StreamSpec(str(Path(shards_dir).resolve()), split, fold, job.stream.R, 0, placement.workers, relabeled)
+    spec = StreamSpec(str(location(shards_dir)), split, fold, job.stream.R, 0, placement.workers, relabeled)
     check_cpus(required_cpus(job, placement, fold is not None))
     configure_data_context()
     clocks = [EpochClock.remote() for _ in range(placement.workers)]
@@ -407,7 +408,7 @@ def _check_relabeled(path: str, split: int) -> None:
     """A relabelled table must list excerpts of the run's split (else every noisy excerpt would be dropped)."""
     import pyarrow.parquet as pq
 
-    if not Path(path).is_file():
+    if not location(path).is_file():
         raise FileNotFoundError(f"no relabelled table {path}")
     ids = pq.read_table(path, columns=["excerpt_id"]).column("excerpt_id").to_pylist()
     suffixes = (excerpt_id("", split, 0), excerpt_id("", split, 1))

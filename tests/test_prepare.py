@@ -21,6 +21,7 @@ from ray_tagger.decode import decode, to_float
 from ray_tagger.demo_data import DemoConfig, generate
 from ray_tagger.features import FeatureConfig, LogMel
 from ray_tagger.prepare import PrepareConfig, prepare
+from ray_tagger.stream import shard_meta
 
 CLIPS = 12
 FOLDERS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
@@ -178,7 +179,9 @@ def test_changed_settings_rebuild_in_place(demo, tmp_path):
     second = prepare(data, shards, PrepareConfig(audio_format="pcm16", seed=2))
     assert second["config"]["seed"] == 2
     assert json.loads((shards / "manifest.json").read_text())["fingerprint"] == second["fingerprint"]
-    assert not list(tmp_path.glob(".pcm.*")), "no staging or old folders left behind"
+    assert not (shards / "_PREPARING").exists(), "the in-progress marker is gone once the manifest is written"
+    written = sorted(str(p.relative_to(shards)) for p in shards.rglob("*") if p.is_file())
+    assert written == sorted(second["files"]), "nothing of the first prepare is left beside the second's files"
 
 
 def test_zenodo_layout_gives_the_same_shards(demo, tmp_path):
@@ -196,7 +199,8 @@ def test_zenodo_layout_gives_the_same_shards(demo, tmp_path):
 
 
 def test_an_interrupted_prepare_leaves_nothing_a_later_stage_reads(demo, tmp_path):
-    """Kill the CLI from outside while it works; the target must not exist, and a re-run completes."""
+    """Kill the CLI from outside while it writes; the folder has no manifest, later stages refuse it
+    with a line that says so, and a re-run completes."""
     data, _, _ = demo
     shards = tmp_path / "shards"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -204,13 +208,15 @@ def test_an_interrupted_prepare_leaves_nothing_a_later_stage_reads(demo, tmp_pat
     log = open(tmp_path / "prepare.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".shards.staging-*")) and time.monotonic() < deadline and proc.poll() is None:
+    while not (shards / "_PREPARING").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "prepare ended before it could be interrupted:\n" + (tmp_path / "prepare.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not shards.exists()
+    assert not (shards / "manifest.json").exists()
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        shard_meta(shards)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "written" in done.stdout and (shards / "manifest.json").exists()
-    assert not list(tmp_path.glob(".shards.*")), "the stale staging folder was cleaned up"
+    assert not (shards / "_PREPARING").exists()

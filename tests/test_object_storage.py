@@ -1,0 +1,204 @@
+"""Shards and run folders on object storage, against a real S3-compatible server on 127.0.0.1.
+
+The server is moto's server mode (pinned in the test extras), started by this module in its own
+process; ray-tagger reaches it through pyarrow's S3 file system with the endpoint and keys in the
+environment, as on a cluster. The end-to-end test runs ``ray-tagger run`` on a two-node Ray
+cluster (``ray.cluster_utils.Cluster``: a head node without CPUs, so every task, actor and Train
+worker runs on the other node) with its shards and run folder in the bucket.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ray_tagger.storage import ObjectPath, location, remove_tree
+
+BUCKET = "ray-tagger-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket; the environment points pyarrow (and every Ray
+    process started while the module runs) at it. Yields the bucket's URI."""
+    import boto3
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the moto S3 server did not start on {endpoint}")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield f"s3://{BUCKET}"
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _objects(prefix: str) -> list[str]:
+    """Keys under ``prefix`` as the server lists them (boto3, not our code)."""
+    import boto3
+
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def _exercise(root) -> dict:
+    """The same sequence of path operations, on a local folder or an object-store prefix."""
+    out = {}
+    (root / "a" / "b").mkdir(parents=True, exist_ok=True)
+    (root / "a" / "b" / "x.json").write_text(json.dumps({"k": 1}))
+    (root / "a" / "y.txt").write_text("first\n")
+    with (root / "a" / "y.txt").open("a") as f:
+        f.write("second\n")
+    with (root / "a" / "z.bin").open("wb") as f:
+        np.save(f, np.arange(5))
+    out["read"] = (root / "a" / "y.txt").read_text()
+    out["json"] = json.loads((root / "a" / "b" / "x.json").read_text())
+    out["npy"] = np.load(io.BytesIO((root / "a" / "z.bin").read_bytes())).tolist()
+    out["kinds"] = [((root / p).exists(), (root / p).is_file(), (root / p).is_dir())
+                    for p in ("a", "a/b", "a/y.txt", "a/missing")]
+    out["children"] = [p.name for p in sorted((root / "a").iterdir())]
+    out["glob"] = [p.name for p in sorted((root / "a").glob("*.txt"))]
+    out["rglob"] = sorted(str(p.relative_to(root)) for p in (root / "a").rglob("*") if p.is_file())
+    out["names"] = [(root / "a" / "y.txt").name, (root / "a" / "y.txt").suffix, (root / "a" / "y.txt").stem,
+                    (root / "a" / "y.txt").parent.name]
+    (root / "a" / "y.txt").unlink()
+    (root / "a" / "y.txt").unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError):
+        (root / "a" / "y.txt").read_text()
+    remove_tree(root / "a" / "b")
+    out["after"] = [p.name for p in sorted((root / "a").iterdir())]
+    return out
+
+
+def test_object_paths_behave_like_local_paths(s3, tmp_path):
+    """pathlib on a local folder is the reference for what the stages rely on."""
+    remote = _exercise(location(f"{s3}/exercise"))
+    local = _exercise(location(tmp_path))
+    assert remote == local
+    assert remote["read"] == "first\nsecond\n" and remote["npy"] == [0, 1, 2, 3, 4]
+    keys = _objects("exercise/")
+    assert "exercise/a/z.bin" in keys and not [k for k in keys if "y.txt" in k or "/b/" in k], keys
+
+
+def test_object_paths_name_their_uri_and_travel_to_other_processes(s3):
+    p = location(f"{s3}//runs/r1/")
+    assert isinstance(p, ObjectPath) and str(p) == f"{s3}/runs/r1" and str(p / "model.pt") == f"{s3}/runs/r1/model.pt"
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert str(p.parent.parent) == s3 and p.parent.parent.parent == p.parent.parent  # the bucket is the top
+    with pytest.raises(ValueError, match=r"'\.' and '\.\.'"):
+        location(f"{s3}/runs/../x")
+    with pytest.raises(TypeError):
+        open(p)  # never a local file named "s3:/..."
+
+
+def test_an_interrupted_prepare_on_object_storage_is_refused_by_later_stages(s3):
+    from ray_tagger.stream import shard_meta
+
+    shards = location(f"{s3}/half-prepared")
+    (shards / "_PREPARING").write_text("{}")
+    (shards / "stats.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        shard_meta(shards)
+
+
+def test_the_cli_refuses_schemes_it_cannot_write_and_uris_for_local_inputs(capsys):
+    from ray_tagger.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "http://example.org/shards", "/tmp/run"])
+    assert "is not an object store" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prepare", "s3://bucket/data", "s3://bucket/shards"])
+    assert "only for shards and run folders" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_tiny_run_on_two_nodes_keeps_everything_in_the_bucket(s3, tmp_path):
+    """``ray-tagger run`` through a head node and a worker node: shards, runs, models, predictions,
+    plots and the log all in the bucket, nothing written beside the data or in the working folder;
+    then ``predict`` reads the run back from the bucket and gives the run's own submission."""
+    from ray.cluster_utils import Cluster
+
+    from ray_tagger.demo_data import DemoConfig, generate
+
+    data = tmp_path / "data"
+    generate(data, DemoConfig(clips=64, num_classes=6, class_choice="spread"))
+    for p in [data, *data.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))  # prepare must not write here
+    work = tmp_path / "cwd"
+    work.mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster.add_node(num_cpus=8, object_store_memory=400 * 2**20)
+    try:
+        env = {**os.environ, "RAY_ADDRESS": cluster.address}
+        run = f"{s3}/runs/two-nodes"
+        cmd = [sys.executable, "-m", "ray_tagger", "run", str(data), run, "--preset", "tiny", "--concurrency", "1",
+               "--set", "optim.iterations=20", "--set", "run.validate_every=20", "--set", "run.checkpoint_every=10",
+               "--set", "system.relabel_folds=[0]", "--set", "system.final_R=[2]", "--keep-provided-labels"]
+        done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        predicted = subprocess.run([sys.executable, "-m", "ray_tagger", "predict", run, f"{run}/shards",
+                                    "--out", f"{s3}/predict/submission.csv"],
+                                   cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert predicted.returncode == 0, predicted.stdout[-3000:] + predicted.stderr[-3000:]
+    finally:
+        cluster.shutdown()
+    keys = _objects("runs/two-nodes/")
+    for key in ("shards/manifest.json", "shards/stats.json", "shards/excerpts.parquet", "run.json",
+                "relabel/summary.json", "relabel/runs/s0_f0/model.pt", "relabel/runs/s0_f0/metrics.jsonl",
+                "final/ensemble.json", "final/runs/s0_R2/model.pt", "predictions/submission.csv",
+                "plots/training_curves.png", "baseline/baseline.json", "results.json", "ray-tagger.log"):
+        assert f"runs/two-nodes/{key}" in keys, key
+    assert not any(k.endswith("_PREPARING") for k in keys), "prepare committed its shards"
+    assert any(k.startswith("runs/two-nodes/shards/audio/source=noisy/") and k.endswith(".parquet") for k in keys)
+    assert any("/checkpoints/" in k for k in keys), "Ray Train's checkpoints went to the bucket too"
+    manifest = json.loads(location(f"{run}/shards/manifest.json").read_text())
+    assert {s: c["written"] for s, c in manifest["counts"].items()} == {"curated": 64, "noisy": 64, "test": 32}
+    metrics = [json.loads(line) for line in location(f"{run}/final/runs/s0_R2/metrics.jsonl").read_text().splitlines()]
+    assert max(m.get("iteration", 0) for m in metrics) == 20
+    results = json.loads(location(f"{run}/results.json").read_text())
+    assert results["test_clips"] == 32 and any(r["models"] == 1 for r in results["table"])
+    assert "ray-tagger run" in location(f"{run}/ray-tagger.log").read_text()
+    assert list(work.iterdir()) == [], "nothing was written in the working folder (no local 's3:' folder)"
+    ours = pd.read_csv(io.StringIO(location(f"{run}/predictions/submission.csv").read_text())).set_index("fname")
+    again = pd.read_csv(io.StringIO(location(f"{s3}/predict/submission.csv").read_text())).set_index("fname")
+    assert len(ours) == 32 and sorted(ours.index) == sorted(again.index)
+    np.testing.assert_allclose(again.loc[ours.index].to_numpy(), ours.to_numpy(), atol=2e-6)
