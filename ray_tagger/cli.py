@@ -311,7 +311,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 
     ensure_ray(args.num_cpus if args.num_cpus is not None else default_ray_cpus(args.workers))
     print(run_bench(args.shards_dir, args.workers, args.passes, args.preset, args.R, args.compute, args.gpu_steps,
-                    progress=log.info))
+                    progress=log.info, features_on=args.features_on))
     return 0
 
 
@@ -429,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_export)
 
     rn = sub.add_parser("run", help="the whole system: [demo data] → prepare → relabel → ensemble → predict → evaluate")
-    rn.add_argument("data_dir", type=_folder, nargs="?", default=None, help="Kaggle or Zenodo data set (default: generate the demo set)")
+    rn.add_argument("data_dir", type=_place, nargs="?", default=None,
+                    help="Kaggle or Zenodo data set (default: generate the demo set), or a prepared shards folder (local or s3://, gs://)")
     rn.add_argument("run_dir", type=_place)
     _runs_options(rn, preset="demo")
     rn.add_argument("--demo-clips", type=int, default=DemoConfig.clips, help="curated clips of the generated demo set")
@@ -482,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--preset", default="demo", help="paper, demo, tiny or a YAML file")
     bl.add_argument("--R", type=int, default=4, help="curated oversampling factor")
     bl.add_argument("--compute", choices=("actors", "tasks"), default="actors", help="stream.compute of the Ray side")
+    bl.add_argument("--features-on", choices=("pipeline", "trainer"), default="pipeline",
+                    help="stream.features_on: trainer stops every side after mixup and the crop (waveforms out; log-mel "
+                         "in the GPU busy-fraction steps)")
     bl.add_argument("--gpu-steps", type=int, default=50, help="timed train steps for the GPU busy fraction (CUDA only)")
     bl.add_argument("--num-cpus", type=int, default=None,
                     help="CPUs of a local Ray (default: all cores, at least workers + 1; ignored with RAY_ADDRESS)")

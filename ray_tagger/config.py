@@ -107,6 +107,15 @@ class RunConfig:
     first blocks' gradients come 4-8 % (relative) from a float64 reference on one thread, against
     4e-6 for the default layout (tests/test_model.py). No effect on learning was seen (two fold-0
     runs, docs/LEARNING.md). False: PyTorch's default layout."""
+    autocast: str = "none"
+    """Precision of the training forward pass: 'none' (float32, the report) or 'bf16'
+    (``torch.autocast`` with bfloat16 on the Train worker's device, for GPUs with bfloat16 tensor
+    cores; weights, gradients, optimizer state, SWA and the loss stay float32). An execution
+    choice, not the report's; ``bench model`` measures its speed per device."""
+
+    def __post_init__(self) -> None:
+        if self.autocast not in ("none", "bf16"):
+            raise ValueError(f"run.autocast must be 'none' or 'bf16', got {self.autocast!r}")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def _stage(i: int, text: str) -> None:
     stage(log, "== stage %d/%d: %s", i, len(STAGES), text)
 
 
-def test_truth(shards_dir: Path, data_dir: Path, classes: list[str], fnames: list[str]) -> np.ndarray | None:
+def test_truth(shards_dir: Path, data_dir: Path | None, classes: list[str], fnames: list[str]) -> np.ndarray | None:
     """``(N, K)`` test truth in ``fnames`` order: the labels in the test shards (Zenodo layout), else a
     ``DATA_DIR-test-labels.csv`` beside the data set (the demo set), else None."""
     from .evaluate import read_truth
@@ -46,6 +46,8 @@ def test_truth(shards_dir: Path, data_dir: Path, classes: list[str], fnames: lis
     table = pq.read_table(str(shards_dir / "audio" / "source=test"), columns=["clip_id", "labels"]).to_pylist()
     truth = {r["clip_id"]: list(r["labels"]) for r in table}
     if not any(truth.values()):
+        if data_dir is None:
+            return None
         csv = data_dir.parent / f"{data_dir.name}-test-labels.csv"
         if not csv.is_file():
             return None
@@ -66,8 +68,10 @@ def run(
     actors: int = 1,
 ) -> dict:
     """Run (or resume) the whole system into ``run_dir``; returns ``results.json``'s content (or the
-    prediction summary when the test clips have no labels). ``actors``: Ray Data actors scoring the
-    noisy excerpts (relabelling) and the test clips."""
+    prediction summary when the test clips have no labels). ``data_dir``: a data set folder, a
+    prepared shards folder (e.g. on object storage: no data set folder needed then), or None for
+    the demo set. ``actors``: Ray Data actors scoring the noisy excerpts (relabelling) and the test
+    clips."""
     from .demo_data import DemoConfig, generate
     from .ensemble import ensemble
     from .predict import predict_scores, write_submission
@@ -82,7 +86,14 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     _stage(1, "data")
-    if data_dir is None:
+    given_shards = data_dir is not None and (location(data_dir) / "manifest.json").is_file()
+    if given_shards:
+        log.info("%s holds prepared shards: the run reads them (no data set folder)", data_dir)
+    elif data_dir is not None and isinstance(location(data_dir), ObjectPath):
+        raise ValueError(f"{data_dir}: holds no prepared shards (manifest.json); a data set folder must be a local or shared "
+                         "folder: prepare it into the bucket first (ray-tagger prepare DATA_DIR s3://.../shards) and give "
+                         "the shards' URI")
+    elif data_dir is None:
         data_dir = run_dir / "demo-data"
         if (data_dir / "demo_info.json").is_file():
             log.info("demo data set exists in %s", data_dir)
@@ -90,19 +101,24 @@ def run(
             generate(data_dir, DemoConfig(clips=demo_clips, num_classes=demo_classes or DemoConfig.num_classes,
                                           class_choice="first" if demo_classes is None else "spread"),
                      workers=os.cpu_count() or 1)
-    data_dir = Path(data_dir).resolve()
+    data_dir = location(data_dir)
     _write_or_check(run_dir / "run.json", {"data_dir": str(data_dir), "preset": preset, "job": job.to_dict(),
                                            "system": system.identity(), "ray_tagger_version": __version__})
-    shards = run_dir / "shards"
-    _stage(2, f"prepare {data_dir} → {shards}")
-    splits = max(max(system.relabel_splits + system.final_splits) + 1, 3)  # at least the report's 3 splits
-    folds = max(max(system.relabel_folds) + 1, 5)  # and 5 folds
-    manifest = prepare(data_dir, shards, PrepareConfig(splits=splits, folds=folds, features=job.features))
+    if given_shards:
+        shards, data_dir = data_dir, None
+        _stage(2, f"prepare: none, {shards} is prepared")
+        manifest = json.loads((shards / "manifest.json").read_text())
+    else:
+        shards = run_dir / "shards"
+        _stage(2, f"prepare {data_dir} → {shards}")
+        splits = max(max(system.relabel_splits + system.final_splits) + 1, 3)  # at least the report's 3 splits
+        folds = max(max(system.relabel_folds) + 1, 5)  # and 5 folds
+        manifest = prepare(data_dir, shards, PrepareConfig(splits=splits, folds=folds, features=job.features))
     stage(log, "shards: %s", ", ".join(f"{s} {c['written']}" for s, c in manifest["counts"].items()))
     _stage(3, f"relabel ({len(system.relabel_splits)} splits × {len(system.relabel_folds)} folds, R={system.relabel_R})")
     relabel(shards, run_dir / "relabel", job, system, placement, concurrency, actors)
-    noisy_truth = data_dir.parent / f"{data_dir.name}-noisy-truth.csv"  # the demo set's planted truth
-    say(format_changes(run_dir / "relabel", noisy_truth if noisy_truth.is_file() else None))
+    noisy_truth = None if data_dir is None else data_dir.parent / f"{data_dir.name}-noisy-truth.csv"  # the demo set's
+    say(format_changes(run_dir / "relabel", noisy_truth if noisy_truth is not None and noisy_truth.is_file() else None))
     _stage(4, f"final ensemble (R ∈ {list(system.final_R)} × splits {list(system.final_splits)})")
     info = ensemble(shards, run_dir / "final", run_dir / "relabel", job, system, placement, concurrency)
     _stage(5, "predict the test clips")

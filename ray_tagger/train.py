@@ -14,6 +14,7 @@ tensor; the label rule holds within each worker's part of the batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -170,6 +171,23 @@ def _bn_batches(shard, batch: BatchConfig, limit: int | None):
         yield collate([e.data[0] for e in examples], np.stack([e.data[1] for e in examples]))
 
 
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+               grad_clip: float, autocast: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch ``x (B, 1, F, N)``, ``lengths (B,)``, ``y (B, K)``; ``-> (loss, grad
+    norm before clipping)``. ``autocast='bf16'`` runs the forward pass under ``torch.autocast`` with
+    bfloat16 on ``x``'s device; the loss is taken on float32 logits and the update is float32."""
+    model.train()
+    precision = torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast == "bf16" else contextlib.nullcontext()
+    with precision:
+        logits = model(x, lengths, return_logits=True)
+    loss = bce_loss(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss, grad_norm
+
+
 def _save(path: Path, base, opt, swa, gen, state) -> None:
     save_checkpoint(path, {"model": base.state_dict(), "optimizer": opt.state_dict(), "swa": swa.state_dict(),
                            "generator": gen.get_state(), "iteration": state["iteration"], "epoch": state["epoch"]})
@@ -244,12 +262,7 @@ def train_loop(cfg: dict) -> None:
                 x, lengths = on_worker(waves.to(device), samples.to(device))
                 y = torch.as_tensor(np.stack([e.data[1] for e in batch]), dtype=torch.float32)
             x = augment(x, lengths, gen)
-            model.train()
-            loss = bce_loss(model(x.to(device), lengths.to(device), return_logits=True), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            opt.step()
+            loss, grad_norm = train_step(model, opt, x.to(device), lengths.to(device), y.to(device), o.grad_clip, r.autocast)
             state["iteration"] = it
             window.append(loss.item())
             if it > o.swa_start and (it - o.swa_start) % o.swa_every == 0:

@@ -68,6 +68,26 @@ def test_kuberay_manifests_parse_and_name_real_entrypoints():
     assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]["RAY_TRAIN_ENABLE_STATE_TRACKING"] == "1"
 
 
+def test_the_object_storage_rayjob_needs_no_shared_volume():
+    """rayjob-s3.yaml: the same cluster as rayjob.yaml without volumes; shards and run folder are s3:// URIs."""
+    plain = yaml.safe_load((ROOT / "cluster" / "kuberay" / "rayjob.yaml").read_text())
+    job = yaml.safe_load((ROOT / "cluster" / "kuberay" / "rayjob-s3.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    _check_entrypoint(job["spec"]["entrypoint"])
+    args = build_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[3:])
+    assert args.data_dir.startswith("s3://") and args.run_dir.startswith("s3://")
+    spec = job["spec"]["rayClusterSpec"]
+    pods = [spec["headGroupSpec"]["template"]["spec"], *(g["template"]["spec"] for g in spec["workerGroupSpecs"])]
+    assert all("volumes" not in pod and "volumeMounts" not in pod["containers"][0] for pod in pods)
+    assert all(pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "ray-tagger-s3", "optional": True}}] for pod in pods)
+    for pod in pods:  # otherwise the same pods as the shared-volume job
+        del pod["containers"][0]["envFrom"]
+    plain_spec = plain["spec"]["rayClusterSpec"]
+    for pod in [plain_spec["headGroupSpec"]["template"]["spec"], *(g["template"]["spec"] for g in plain_spec["workerGroupSpecs"])]:
+        del pod["volumes"], pod["containers"][0]["volumeMounts"]
+    assert spec == plain_spec
+
+
 @pytest.mark.parametrize("stage", ["prepare", "train", "relabel", "ensemble", "sweep", "run"])
 def test_job_runtime_envs_exist_per_stage_and_name_their_entrypoint(stage):
     path = ROOT / "jobs" / f"{stage}.yaml"
@@ -88,13 +108,23 @@ def test_bad_entrypoint_is_caught():
 
 @pytest.mark.parametrize("argv", [["relabel", "s3://bucket/shards", "/shared/runs"],
                                   ["run", "/shared/data", "gs://bucket/runs/paper"],
-                                  ["ensemble", "/s", "/r", "--relabeled", "s3://b/relabel"]])
-def test_object_store_uris_are_refused_with_a_pointer_to_mounts(argv, capsys):
+                                  ["ensemble", "/s", "/r", "--relabeled", "s3://b/relabel"],
+                                  ["predict", "gs://b/runs/paper", "/shared/test", "--out", "s3://b/submission.csv"]])
+def test_object_store_uris_are_taken_for_shards_and_run_folders(argv):
+    args = build_parser().parse_args(argv)
+    assert any(str(v).startswith(("s3://", "gs://")) for v in vars(args).values())
+
+
+@pytest.mark.parametrize("argv", [["prepare", "s3://bucket/data", "/shared/shards"],
+                                  ["demo-data", "gs://bucket/demo"],
+                                  ["export", "/shared/runs/paper", "s3://bucket/tagger.pt"],
+                                  ["train", "ftp://host/shards", "/shared/runs/r"]])
+def test_uris_where_a_local_path_is_needed_or_of_unknown_schemes_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "object-store URIs" in err and "cluster/README.md" in err
+    assert ("cluster/README.md" in err and "only for shards and run folders" in err) or "is not an object store" in err
 
 
 def test_local_and_mounted_paths_pass():

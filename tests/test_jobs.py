@@ -101,7 +101,7 @@ def test_submitted_run_succeeds_and_writes_its_outputs(head_and_job):
     results = json.loads((run_dir / "results.json").read_text())
     names = [r["name"] for r in results["table"]]
     assert names[0] == "chance (random scores)" and "ensemble (all)" in names
-    assert len(json.loads((run_dir / "relabel" / "summary.json").read_text())["runs"]) == 2
+    assert len(json.loads((run_dir / "relabel" / "summary.json").read_text())["runs"]) == 1
     assert len(json.loads((run_dir / "final" / "ensemble.json").read_text())["members"]) == 1
     assert (run_dir / "predictions" / "submission.csv").is_file()
 
@@ -109,7 +109,7 @@ def test_submitted_run_succeeds_and_writes_its_outputs(head_and_job):
 def test_dashboard_lists_the_runs_and_their_named_pipelines(head_and_job):
     run_dir, out = head_and_job
     runs = sorted(p.name for p in run_dir.glob("*/runs/*"))
-    assert len(runs) == 3, runs
+    assert len(runs) == 2, runs
     listed = out["dashboard"]
     assert set(runs) <= set(listed["train_runs"]), listed["train_runs"]
     for run in runs:

@@ -175,3 +175,35 @@ def test_prior_initialised_crnn_learns_a_planted_band_task_fast():
     with torch.no_grad():
         accuracy = (model(x, lengths).argmax(1) == y.argmax(1)).float().mean().item()
     assert accuracy >= 0.9
+
+
+def test_a_bf16_autocast_train_step_follows_the_float32_step():
+    """``run.autocast: bf16`` (train.train_step): the same step as float32 to bfloat16's precision,
+    with float32 weights and loss, and not silently float32 (the loss differs in its low bits)."""
+    import copy
+
+    from ray_tagger.train import train_step
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(blocks=((4, 2, 2), (8, 2, 2), (8, 2, 2), (16, 2, 1), (16, 1, 1)), conv1d_channels=32, gru_hidden=32,
+                      fc_hidden=32, n_classes=10)
+    a = CRNN(cfg)
+    b = copy.deepcopy(a)
+    x, lengths = torch.randn(4, 1, 128, 120), torch.tensor([120, 100, 80, 64])
+    y = (torch.rand(4, 10) < 0.2).float()
+    loss_a, norm_a = train_step(a, torch.optim.Adam(a.parameters(), lr=1e-3), x, lengths, y, 15.0, "none")
+    loss_b, norm_b = train_step(b, torch.optim.Adam(b.parameters(), lr=1e-3), x, lengths, y, 15.0, "bf16")
+    assert loss_b.dtype == torch.float32 and all(p.dtype == torch.float32 for p in b.parameters())
+    assert loss_b.item() != loss_a.item(), "autocast changed nothing: the forward pass ran in float32"
+    assert loss_b.item() == pytest.approx(loss_a.item(), rel=0.005)  # bfloat16: 8 mantissa bits, ~0.4 % per rounding
+    assert norm_b.item() == pytest.approx(norm_a.item(), rel=0.1)
+    for p, q in zip(a.parameters(), b.parameters()):  # Adam's first step moves every weight by about lr
+        assert torch.allclose(p, q, atol=2.5e-3)
+
+
+def test_autocast_takes_only_known_precisions():
+    from ray_tagger.config import RunConfig
+
+    assert RunConfig().autocast == "none"
+    with pytest.raises(ValueError, match="run.autocast"):
+        RunConfig(autocast="fp16")

@@ -26,9 +26,15 @@ page cache; one Ray Data read of the shards), Ray, DataLoader, Ray again, bare; 
 pooled over its two runs (total examples / total seconds), and both runs are printed, so
 drift (other load on the machine) shows.
 
+With ``features_on="trainer"`` (``stream.features_on``) every side stops after mixup and the
+crop and delivers waveforms: the CPU share of the work when the Train worker computes the
+log-mel on its device.
+
 With a CUDA device, a third measurement runs the report's default CRNN train step
 (:func:`ray_tagger.bench.model.train_step`) on batches composed from the Ray stream and
-reports the GPU busy fraction: the sum of CUDA-event-timed step times over the wall time.
+reports the GPU busy fraction: the sum of CUDA-event-timed step times over the wall time (with
+``features_on="trainer"`` each step first computes its batch's log-mel on the GPU, inside the
+timed step).
 """
 
 from __future__ import annotations
@@ -166,6 +172,7 @@ class PipelineBench:
     compute: str
     pool_size: int
     classes: int
+    features_on: str
     ray_runs: tuple[Side, Side]
     loader: Side
     ray: Side
@@ -321,7 +328,7 @@ def loader_run(dataset: PoolDataset, workers: int, passes: int, hop_s: float, fi
 
 
 def gpu_busy(ds: ray.data.Dataset, clock, config: TrainJobConfig, steps: int, warmup: int = 3,
-             first_epoch: int = 0) -> GpuBusy:
+             first_epoch: int = 0, stats=None) -> GpuBusy:
     """The report's default CRNN (``ModelConfig()``, this data set's classes) trained on the Ray
     stream: batch composer → collate → ``train_step`` on cuda. After ``warmup`` untimed steps,
     ``steps`` steps are bracketed by CUDA events; wall time runs from the end of the warm-up
@@ -332,10 +339,13 @@ def gpu_busy(ds: ray.data.Dataset, clock, config: TrainJobConfig, steps: int, wa
     import torch
 
     from ..batching import BatchComposer, Example, collate
+    from ..features import BatchFeatures, pad_waves
     from ..model import CRNN, ModelConfig
     from .model import LEARNING_RATE, Batch, train_step
 
     device = torch.device("cuda")
+    column = "audio" if config.stream.features_on == "trainer" else "features"
+    on_device = BatchFeatures(config.features, stats).to(device) if column == "audio" else None
     torch.manual_seed(0)
     model = CRNN(ModelConfig(n_classes=config.model.n_classes)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
@@ -347,21 +357,28 @@ def gpu_busy(ds: ray.data.Dataset, clock, config: TrainJobConfig, steps: int, wa
             for b in ds.iter_batches(batch_size=ITER_BATCH, batch_format="numpy"):
                 for i in range(len(b["key"])):
                     yield Example(int(b["frames"][i]), frozenset(np.flatnonzero(b["targets"][i]).tolist()),
-                                  (b["features"][i], b["targets"][i]))
+                                  (b[column][i], b["targets"][i]))
             epoch += 1
 
     batches = BatchComposer(config.batch)(examples())
     events, t0 = [], None
     try:
         for k, chosen in enumerate(batches):
-            x, lengths, y = collate([e.data[0] for e in chosen], np.stack([e.data[1] for e in chosen]))
-            batch = Batch(x.to(device), lengths.to(device), y.to(device))
+            y = torch.as_tensor(np.stack([e.data[1] for e in chosen]), dtype=torch.float32).to(device)
+            if on_device is None:
+                x, lengths, _ = collate([e.data[0] for e in chosen], np.stack([e.data[1] for e in chosen]))
+                x, lengths = x.to(device), lengths.to(device)
+            else:
+                waves, samples = pad_waves([e.data[0] for e in chosen])
+                waves, samples = waves.to(device), samples.to(device)
             if k == warmup:
                 torch.cuda.synchronize(device)
                 t0 = time.perf_counter()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            train_step(model, opt, batch)
+            if on_device is not None:
+                x, lengths = on_device(waves, samples)
+            train_step(model, opt, Batch(x, lengths, y))
             end.record()
             if k >= warmup:
                 events.append((start, end))
@@ -381,6 +398,7 @@ def gpu_busy(ds: ray.data.Dataset, clock, config: TrainJobConfig, steps: int, wa
 def measure(
     shards_dir: str | Path, workers: int = 2, passes: int = 2, preset: str = "demo", R: int = 4,
     compute: str = "actors", gpu_steps: int = 50, progress: Callable[[str], None] | None = None,
+    features_on: str = "pipeline",
 ) -> PipelineBench:
     """Warm up, then time Ray, DataLoader, Ray on the same shards and configuration (see module doc).
 
@@ -403,14 +421,15 @@ def measure(
 
     classes, _, _ = shard_meta(shards_dir)
     config = resolve(preset, extra={"model": {"n_classes": len(classes)},
-                                    "stream": {"R": R, "actors": workers, "compute": compute}})
+                                    "stream": {"R": R, "actors": workers, "compute": compute, "features_on": features_on}})
     _, stats, audio_format = shard_meta(shards_dir, config.features)
     hop_s = config.features.hop_length / config.features.sample_rate
     spec = StreamSpec(str(Path(shards_dir).resolve()), split=0, holdout_fold=None, R=R, rank=0, world=1)
     run = run_name(spec, config)
     kwargs = {"spec": spec, "mode": "train", "classes": classes, "stats": stats, "features": config.features,
               "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
-              "clock": None, "crop_s": config.stream.crop_s, "audio_cache_mb": config.stream.audio_cache_mb}
+              "clock": None, "crop_s": config.stream.crop_s, "audio_cache_mb": config.stream.audio_cache_mb,
+              "waves_only": config.stream.features_on == "trainer"}
     start, load_before = time.perf_counter(), _load()
 
     # untimed warm-up: page cache and imports here, Ray Data's read path in its workers
@@ -446,7 +465,7 @@ def measure(
         if torch.cuda.is_available():
             say(f"bench pipeline: GPU busy fraction ({gpu_steps} train steps on the Ray stream)")
             try:
-                gpu, note = gpu_busy(ds, clock, config, gpu_steps, first_epoch=passes), ""
+                gpu, note = gpu_busy(ds, clock, config, gpu_steps, first_epoch=passes, stats=stats), ""
             except Exception as e:  # noqa: BLE001 - an untested path reports, never sinks the CPU results
                 note = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:200]
     finally:
@@ -456,7 +475,7 @@ def measure(
 
     return PipelineBench(
         shards=str(shards_dir), workers=workers, passes=passes, preset=preset, R=R, compute=compute,
-        pool_size=config.stream.pool_size, classes=len(classes), ray_runs=(ray1, ray2), loader=loader, ray=ray_mean,
+        pool_size=config.stream.pool_size, classes=len(classes), features_on=config.stream.features_on, ray_runs=(ray1, ray2), loader=loader, ray=ray_mean,
         ratio=ray_mean.examples_per_s / loader.examples_per_s, bare=bare, counts_match=len(counts) == 1, ray_cpus=ray_cpus,
         ray_cpu_limit=cpu_limit, loader_start_method=LOADER_START_METHOD, gpu=gpu, gpu_note=note,
         wall_s=time.perf_counter() - start, load=(load_before, _load()),
@@ -470,7 +489,8 @@ def format_report(b: PipelineBench) -> str:
     limit = f", Ray Data CPU limit {b.ray_cpu_limit:g}"
     lines = [
         f"bench pipeline: {b.shards} ({b.classes} classes), preset {b.preset}, R {b.R}, pool {b.pool_size} clips, "
-        f"split 0, no held-out fold",
+        f"split 0, no held-out fold, features on the {b.features_on}"
+        + (" (every side delivers waveforms: log-mel is the Train worker's)" if b.features_on == "trainer" else ""),
         f"workers N {b.workers} on each side (Ray: compute={b.compute}, stream.actors {b.workers}{limit}; "
         f"DataLoader: num_workers {b.workers}, {b.loader_start_method}, fresh per pass), passes P {b.passes}",
         f"machine: {platform.node()}, CPU {b.cpu_model}, {b.cores} cores ({b.usable_cores} usable), "
@@ -519,6 +539,7 @@ def format_report(b: PipelineBench) -> str:
 def run_bench(
     shards_dir: str | Path, workers: int = 2, passes: int = 2, preset: str = "demo", R: int = 4,
     compute: str = "actors", gpu_steps: int = 50, progress: Callable[[str], None] | None = None,
+    features_on: str = "pipeline",
 ) -> str:
     """``measure`` then ``format_report``: the text of ``ray-tagger bench pipeline``."""
-    return format_report(measure(shards_dir, workers, passes, preset, R, compute, gpu_steps, progress))
+    return format_report(measure(shards_dir, workers, passes, preset, R, compute, gpu_steps, progress, features_on))
