@@ -81,8 +81,8 @@ def run(
 
     run_dir = location(run_dir)
     if data_dir is None and isinstance(run_dir, ObjectPath):
-        raise ValueError(f"{run_dir}: with a RUN_DIR on object storage give the data set folder too (DATA_DIR, a local "
-                         "or shared folder; 'ray-tagger demo-data DIR' writes the demo set)")
+        raise ValueError(f"{run_dir}: with a RUN_DIR on object storage give DATA_DIR too: a local or shared data set "
+                         "folder ('ray-tagger demo-data DIR' writes the demo set) or prepared shards (ray-tagger prepare)")
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     _stage(1, "data")

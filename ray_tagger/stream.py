@@ -100,7 +100,9 @@ def shard_meta(shards_dir: str | Path, features: FeatureConfig | None = None) ->
     root = location(shards_dir)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
-        if (root / "_PREPARING").exists():
+        from .prepare import IN_PROGRESS
+
+        if (root / IN_PROGRESS).exists():
             raise FileNotFoundError(f"{root}: a prepare into it was interrupted or is still running (no manifest.json "
                                     "yet); run 'ray-tagger prepare' again")
         raise FileNotFoundError(f"{root}: no manifest.json; run 'ray-tagger prepare' first")

@@ -42,8 +42,8 @@ from .normalization import NormStats
 from .scoring import score_features, window_frames
 from .specaugment import SpecAugment
 from .splits import content_key, excerpt_id
-from .stream import EpochClock, StreamSpec, configure_data_context, execution_options, pipeline_cpus, shard_meta, stream
 from .storage import location
+from .stream import EpochClock, StreamSpec, configure_data_context, execution_options, pipeline_cpus, shard_meta, stream
 from .swa import SWA, refresh_batchnorm
 
 log = logging.getLogger(__name__)
