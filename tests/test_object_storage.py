@@ -4,7 +4,8 @@ The server is moto's server mode (pinned in the test extras), started by this mo
 process; ray-tagger reaches it through pyarrow's S3 file system with the endpoint and keys in the
 environment, as on a cluster. The end-to-end test runs ``prepare`` and ``run`` on a
 two-node Ray cluster (``ray.cluster_utils.Cluster``: a head node without CPUs, so every task,
-actor and Train worker runs on the other node) with the shards and the run folder in the bucket.
+actor and Train worker runs on the other node) with the shards and the run folder in the bucket
+(its models train with ``run.autocast=bf16``, which puts that path through the training loop).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ray_tagger.storage import ObjectPath, location, remove_tree
 
@@ -168,7 +170,7 @@ def test_a_tiny_run_on_two_nodes_keeps_everything_in_the_bucket(s3, tmp_path):
         cli("prepare", str(data), shards, "--preset", "tiny", "--splits", "1", "--folds", "2")
         cli("run", shards, run, "--preset", "tiny", "--concurrency", "1", "--set", "optim.iterations=20",
             "--set", "run.validate_every=20", "--set", "run.checkpoint_every=10", "--set", "system.relabel_folds=[0]",
-            "--set", "system.final_R=[2]", "--keep-provided-labels")
+            "--set", "system.final_R=[2]", "--set", "run.autocast=bf16", "--keep-provided-labels")
     finally:
         cluster.shutdown()
     keys = _objects("shards/")
@@ -186,6 +188,10 @@ def test_a_tiny_run_on_two_nodes_keeps_everything_in_the_bucket(s3, tmp_path):
     assert json.loads(location(f"{run}/run.json").read_text())["data_dir"] == shards
     metrics = [json.loads(line) for line in location(f"{run}/final/runs/s0_R2/metrics.jsonl").read_text().splitlines()]
     assert max(m.get("iteration", 0) for m in metrics) == 20
+    # the run also takes the bf16-autocast path through the training loop (on the CPU here): recorded, finite
+    config = yaml.safe_load(location(f"{run}/final/runs/s0_R2/config.yaml").read_text())
+    assert config["job"]["run"]["autocast"] == "bf16"
+    assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
     results = json.loads(location(f"{run}/results.json").read_text())
     assert results["test_clips"] == 20 and any(r["models"] == 1 for r in results["table"])
     assert "ray-tagger run" in location(f"{run}/ray-tagger.log").read_text()
