@@ -149,6 +149,7 @@ def prepare(data_dir: str | Path, shards_dir: str | Path, config: PrepareConfig 
     )
     inspected = _inspect(candidates, config)
     problems = inspected["problems"]
+    check_visible(candidates, problems)
     if config.on_bad == "fail" and problems:
         raise BadInputError(problems[min(problems)])
     good = [(i, r) for i, r in enumerate(candidates) if i not in problems]
@@ -231,6 +232,19 @@ def _inspect(candidates: list[ClipRecord], config: PrepareConfig) -> dict:
         if config.on_bad == "fail" and problems:
             break  # leaving the iterator stops the streaming job
     return {"num_samples": num_samples, "problems": problems, "stats": stats}
+
+
+def check_visible(candidates: list[ClipRecord], problems: dict[int, Problem]) -> None:
+    """Refuse (:class:`FileNotFoundError`, one line) when the Ray workers missed files that this
+    process reads: on a cluster whose nodes do not all see the data set folder they would
+    otherwise be skipped as ``missing_file`` rows and the shards written without them."""
+    unseen = [candidates[i].path for i, p in sorted(problems.items()) if p.kind == "missing_file"
+              and os.path.isfile(candidates[i].path)]
+    if unseen:
+        raise FileNotFoundError(
+            f"{len(unseen)} audio files that this process reads (e.g. {unseen[0]}) were missing on the Ray node that "
+            "inspected them: the data set folder must be readable at the same path on every node of the Ray cluster (a "
+            "shared mount), or prepare with a local Ray (without RAY_ADDRESS) into the shards folder or bucket")
 
 
 # -- pass 2: encode and write ---------------------------------------------------------------

@@ -139,3 +139,23 @@ def test_refuses_to_overwrite_a_folder_that_is_not_shards(ray_session, tmp_path,
     assert main(["prepare", str(data), str(target)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (target / "thesis.tex").read_text() == "do not delete"
+
+
+def test_files_the_ray_workers_missed_but_this_process_reads_stop_prepare(tmp_path):
+    """A cluster whose nodes do not see the data set folder: the workers report ``missing_file`` for
+    files that exist here. That is not a bad row to skip but a wrong setup, refused with one line;
+    files missing everywhere stay skipped rows."""
+    from ray_tagger.layout import ClipRecord, Problem
+    from ray_tagger.prepare import check_visible
+
+    here = tmp_path / "a.wav"
+    write_wav(here, 0.01, seed=0)
+    gone = str(tmp_path / "b.wav")
+    records = [ClipRecord("curated", "a.wav", str(here), ("x",), "c.csv", 2),
+               ClipRecord("curated", "b.wav", gone, ("x",), "c.csv", 3)]
+    check_visible(records, {1: Problem("missing_file", f"{gone}: missing file")})  # missing everywhere: a skipped row
+    with pytest.raises(FileNotFoundError, match=r"1 audio files that this process reads \(e\.g\. .*a\.wav\) were missing "
+                                                r"on the Ray node") as e:
+        check_visible(records, {0: Problem("missing_file", f"{here}: missing file"),
+                                1: Problem("missing_file", f"{gone}: missing file")})
+    assert "\n" not in str(e.value) and "shared mount" in str(e.value)
