@@ -86,10 +86,11 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     _stage(1, "data")
-    given_shards = data_dir is not None and (location(data_dir) / "manifest.json").is_file()
+    data_dir = None if data_dir is None else location(data_dir)
+    given_shards = data_dir is not None and (data_dir / "manifest.json").is_file()
     if given_shards:
         log.info("%s holds prepared shards: the run reads them (no data set folder)", data_dir)
-    elif data_dir is not None and isinstance(location(data_dir), ObjectPath):
+    elif isinstance(data_dir, ObjectPath):
         raise ValueError(f"{data_dir}: holds no prepared shards (manifest.json); a data set folder must be a local or shared "
                          "folder: prepare it into the bucket first (ray-tagger prepare DATA_DIR s3://.../shards) and give "
                          "the shards' URI")
@@ -101,7 +102,6 @@ def run(
             generate(data_dir, DemoConfig(clips=demo_clips, num_classes=demo_classes or DemoConfig.num_classes,
                                           class_choice="first" if demo_classes is None else "spread"),
                      workers=os.cpu_count() or 1)
-    data_dir = location(data_dir)
     _write_or_check(run_dir / "run.json", {"data_dir": str(data_dir), "preset": preset, "job": job.to_dict(),
                                            "system": system.identity(), "ray_tagger_version": __version__})
     if given_shards:

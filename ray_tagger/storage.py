@@ -20,6 +20,7 @@ manifest last instead of renaming a staging folder.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import re
@@ -176,10 +177,11 @@ class ObjectPath:
         self._fs.create_dir(self._key, recursive=True)
 
     def read_bytes(self) -> bytes:
-        if not self.is_file():
-            raise FileNotFoundError(f"{self}: no such file")
-        with self._fs.open_input_stream(self._key) as f:
-            return f.read()
+        try:
+            with self._fs.open_input_stream(self._key) as f:
+                return f.read()
+        except FileNotFoundError:  # one request, not a look-up before the read
+            raise FileNotFoundError(f"{self}: no such file") from None
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
@@ -204,7 +206,10 @@ class ObjectPath:
                                                                     newline=newline)
         if kind not in ("w", "a"):
             raise ValueError(f"{self}: mode {mode!r} is not supported on object storage")
-        start = self.read_bytes() if kind == "a" and self.is_file() else b""
+        start = b""
+        if kind == "a":
+            with contextlib.suppress(FileNotFoundError):
+                start = self.read_bytes()
         buffer = _Upload(self, start)
         return buffer if binary else io.TextIOWrapper(buffer, encoding=encoding, errors=errors, newline=newline,
                                                       write_through=True)

@@ -316,6 +316,18 @@ def dataset_name(run: str, mode: str, rank: int) -> str:
     return f"{run}.train{rank}" if mode == "train" else f"{run}.{mode}"
 
 
+def mix_featurize_kwargs(spec: StreamSpec, config, mode: str, run: str, classes: list[str], stats: NormStats,
+                         audio_format: str, clock=None) -> dict:
+    """The :class:`MixFeaturize` arguments of a ``mode`` pipeline under ``config`` (a
+    :class:`~ray_tagger.config.TrainJobConfig`): crops for training and the BatchNorm refresh, the
+    audio cache and (with ``stream.features_on='trainer'``) waveforms out for training only."""
+    return {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
+            "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
+            "clock": clock, "crop_s": config.stream.crop_s if mode in ("train", "plain") else None,
+            "audio_cache_mb": config.stream.audio_cache_mb if mode == "train" else 0,
+            "waves_only": mode == "train" and config.stream.features_on == "trainer"}
+
+
 def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.data.Dataset:
     """One pipeline: ``mode='train'`` for worker ``spec.rank`` of ``spec.world``, or 'plain' / 'val'.
 
@@ -331,11 +343,7 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
                                shuffle=shuffle if mode == "train" else None)
     if spec.world > 1:
         ds = ds.map_batches(_select, fn_kwargs={"rank": spec.rank, "world": spec.world}, batch_format="pyarrow")
-    kwargs = {"spec": spec, "mode": mode, "classes": classes, "stats": stats, "features": config.features,
-              "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
-              "clock": clock, "crop_s": config.stream.crop_s if mode in ("train", "plain") else None,
-              "audio_cache_mb": config.stream.audio_cache_mb if mode == "train" else 0,
-              "waves_only": mode == "train" and config.stream.features_on == "trainer"}
+    kwargs = mix_featurize_kwargs(spec, config, mode, run, classes, stats, audio_format, clock)
     size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":
         key = content_key(repr((sorted((k, repr(v)) for k, v in kwargs.items() if k != "clock"))))

@@ -58,7 +58,7 @@ import ray
 from ..config import TrainJobConfig, resolve
 from ..splits import content_key
 from ..stream import (CLIP_COLUMNS, EpochClock, MixFeaturize, StreamSpec, configure_data_context, execution_options,
-                      shard_meta, stream)
+                      mix_featurize_kwargs, shard_meta, stream)
 from .model import _load, device_name
 
 COMPUTES = ("actors", "tasks")
@@ -364,13 +364,15 @@ def gpu_busy(ds: ray.data.Dataset, clock, config: TrainJobConfig, steps: int, wa
     events, t0 = [], None
     try:
         for k, chosen in enumerate(batches):
-            y = torch.as_tensor(np.stack([e.data[1] for e in chosen]), dtype=torch.float32).to(device)
+            targets = np.stack([e.data[1] for e in chosen])
             if on_device is None:
-                x, lengths, _ = collate([e.data[0] for e in chosen], np.stack([e.data[1] for e in chosen]))
+                x, lengths, y = collate([e.data[0] for e in chosen], targets)
                 x, lengths = x.to(device), lengths.to(device)
             else:
                 waves, samples = pad_waves([e.data[0] for e in chosen])
                 waves, samples = waves.to(device), samples.to(device)
+                y = torch.as_tensor(targets, dtype=torch.float32)
+            y = y.to(device)
             if k == warmup:
                 torch.cuda.synchronize(device)
                 t0 = time.perf_counter()
@@ -426,10 +428,7 @@ def measure(
     hop_s = config.features.hop_length / config.features.sample_rate
     spec = StreamSpec(str(Path(shards_dir).resolve()), split=0, holdout_fold=None, R=R, rank=0, world=1)
     run = run_name(spec, config)
-    kwargs = {"spec": spec, "mode": "train", "classes": classes, "stats": stats, "features": config.features,
-              "mixup_config": config.mixup, "audio_format": audio_format, "seed": config.run.seed, "run": run,
-              "clock": None, "crop_s": config.stream.crop_s, "audio_cache_mb": config.stream.audio_cache_mb,
-              "waves_only": config.stream.features_on == "trainer"}
+    kwargs = mix_featurize_kwargs(spec, config, "train", run, classes, stats, audio_format)  # as the training stream's
     start, load_before = time.perf_counter(), _load()
 
     # untimed warm-up: page cache and imports here, Ray Data's read path in its workers
