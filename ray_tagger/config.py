@@ -54,7 +54,8 @@ class StreamConfig:
     """Clips per mixup pool (one Ray Data batch); partners come from the same stream in it."""
     shuffle_buffer: int = 256
     """Local shuffle on each Train worker: examples held back, each new one swapping places with a
-    random one of them (seeded by the run and the pass); 0: the stream's order."""
+    random one of them (seeded by the run and the pass; the held-back ones carry over into the
+    next pass); 0: the stream's order."""
     actors: int = 1
     """CPU actors per pipeline that decode, mix and compute features."""
     cpus_per_actor: float = 1.0

@@ -84,10 +84,14 @@ def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_bu
     """Endless examples from this worker's stream; each pass is announced as a new epoch.
 
     A reader thread iterates the passes back to back into a bounded queue; ``state["epoch"]``
-    is the pass of the example last handed out. The order is the stream's (one reader), shuffled
+    is the latest pass an example handed out came from. The order is the stream's (one reader), shuffled
     locally: each example swaps places with a random one of the ``shuffle_buffer`` held back (a
     seeded draw per example, so the order does not depend on how Ray Data cuts the stream into
-    blocks, which differs between feature columns and waveform columns).
+    blocks, which differs between feature columns and waveform columns). The held-back examples
+    carry over into the next pass instead of being flushed at its end, so a buffer as large as a
+    pass neither stalls the model step while the next pass refills it nor hands out a pass's
+    last examples in a block; a resumed run starts with an empty buffer at the pass after the
+    one it stopped in.
     """
     queue_: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -102,25 +106,24 @@ def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_bu
         return False
 
     def read() -> None:
-        epoch = first_epoch
+        epoch, pool = first_epoch, []  # pool: (pass, example) held back, kept across passes
         try:
             while not stop.is_set():
                 ray.get(clock.set.remote(epoch))
                 batches = iter(shard.iter_batches(batch_size=32, batch_format="numpy"))
-                rng, pool = np.random.default_rng([seed, epoch]), []
+                rng = np.random.default_rng([seed, epoch])
                 try:
                     for b in batches:
                         for example in _as_examples(b):
+                            item = (epoch, example)
                             if len(pool) < shuffle_buffer:
-                                pool.append(example)
+                                pool.append(item)
                                 continue
-                            k = int(rng.integers(len(pool)))
-                            pool[k], example = example, pool[k]
-                            if not put((epoch, example)):
+                            if pool:
+                                k = int(rng.integers(len(pool)))
+                                pool[k], item = item, pool[k]
+                            if not put(item):
                                 return
-                    for k in rng.permutation(len(pool)):
-                        if not put((epoch, pool[k])):
-                            return
                 finally:
                     getattr(batches, "close", lambda: None)()  # stops the pass's execution when training ends in it
                 epoch += 1
@@ -134,7 +137,7 @@ def _examples(shard, clock, first_epoch: int, state: dict, seed: int, shuffle_bu
             epoch, item = queue_.get()
             if epoch is None:
                 raise item
-            state["epoch"] = epoch
+            state["epoch"] = max(state["epoch"], epoch)  # held-back examples of the pass before may follow
             yield item
     finally:
         stop.set()
