@@ -3,7 +3,8 @@
 ``(B, 1, F, N) normalised log-mel, (B,) frame lengths -> (B, K) class probabilities``.
 Five Conv2d blocks (3×3, BatchNorm, ReLU; max pooling rounds up), reshape to
 ``(B, C·F', N')``, three Conv1d layers, a two-layer GRU read at the last valid frame of each
-example, FC + ReLU, FC + sigmoid. Frames past an example's length are zeroed before every
+example (or, with ``readout='max'``, not the report's, its maximum over the valid frames),
+FC + ReLU, FC + sigmoid. Frames past an example's length are zeroed before every
 convolution and pooling, and the GRU runs on packed sequences, so padding never changes an
 example's output in eval mode.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,20 @@ class ModelConfig:
     """Stacked unidirectional GRU layers."""
     fc_hidden: int = 256
     """Units of the hidden fully connected layer."""
+    readout: str = "last"
+    """What the FC layers see of the GRU's sequence: 'last', its output at each example's last
+    valid frame (Table 1), or 'max', the maximum of each unit over the valid frames (not the
+    report's; an option to measure, in no preset: docs/LEARNING.md)."""
     label_rate: float | None = 1.5
     """Expected labels per example: the output layer's biases start at the log-odds of
     ``label_rate / n_classes``, so the first steps need not push every score down from 0.5
     (with zero biases they do it by saturating the GRU, whose last state then carries nothing
     for hundreds of iterations; docs/LEARNING.md). The report does not say how it initialises;
     None keeps PyTorch's default (zero-mean uniform) biases."""
+
+    def __post_init__(self) -> None:
+        if self.readout not in ("last", "max"):
+            raise ValueError(f"model.readout must be 'last' or 'max', got {self.readout!r}")
 
     @classmethod
     def tiny(cls, n_classes: int = 80, n_mels: int = 128) -> "ModelConfig":
@@ -100,6 +109,7 @@ class CRNN(nn.Module):
             raise ValueError(f"n_mels must be divisible by 32, got {config.n_mels}")
         self.config = config
         self.n_mels = config.n_mels
+        self.readout = config.readout
         blocks, c_in = [], 1
         for channels, convs, time_pool in config.blocks:
             blocks.append(ConvBlock2d(c_in, channels, convs, time_pool))
@@ -119,7 +129,8 @@ class CRNN(nn.Module):
             nn.init.constant_(self.out.bias, float(np.log(prior / (1 - prior))))
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, F, N), (B,) -> (B, H)``: the GRU output at each example's last valid frame."""
+        """``(B, 1, F, N), (B,) -> (B, H)``: the GRU output at each example's last valid frame, or
+        with ``readout='max'`` each unit's maximum over the valid frames."""
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.n_mels:
             raise ValueError(f"expected input (B, 1, {self.n_mels}, N), got {x.shape}")
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(1, x.shape[-1])
@@ -130,8 +141,12 @@ class CRNN(nn.Module):
         for conv, norm in zip(self.conv1d, self.norms1d):
             x = torch.relu(norm(conv(x))) * valid_mask(lengths, x.shape[-1])[:, None, :]
         packed = pack_padded_sequence(x.transpose(1, 2), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h_n = self.gru(packed)
-        return h_n[-1]
+        out, h_n = self.gru(packed)
+        if self.readout == "last":
+            return h_n[-1]
+        seq, _ = pad_packed_sequence(out, batch_first=True)  # (B, N'', H), N'' = the longest length
+        valid = valid_mask(lengths, seq.shape[1])[:, :, None] > 0
+        return seq.masked_fill(~valid, float("-inf")).amax(dim=1)
 
     def logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, 1, F, N), (B,) -> (B, K)`` pre-sigmoid scores (for a stable BCE)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -70,6 +71,40 @@ def test_batch_neighbours_do_not_leak_into_an_example():
     out = model(batch, torch.tensor([40, 97]))
     torch.testing.assert_close(out[0:1], model(short, torch.tensor([40])), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out[1:2], model(other, torch.tensor([97])), rtol=1e-5, atol=1e-6)
+
+
+def test_max_readout_ignores_padding_and_batch_neighbours_and_scripts():
+    """``readout='max'``: each GRU unit's maximum over the valid frames, so padding (even huge
+    values past the length) changes nothing in eval mode; the model still scripts for export."""
+    torch.manual_seed(3)
+    config = dataclasses.replace(ModelConfig.tiny(n_classes=5), readout="max")
+    model = CRNN(config).eval()
+    short, other = torch.randn(1, 1, 128, 40), torch.randn(1, 1, 128, 97)
+    alone = model(short, torch.tensor([40]))
+    batch = torch.cat([torch.cat([short, 100 * torch.randn(1, 1, 128, 57)], -1), other], 0)
+    out = model(batch, torch.tensor([40, 97]))
+    torch.testing.assert_close(out[0:1], alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[1:2], model(other, torch.tensor([97])), rtol=1e-5, atol=1e-6)
+    # the maximum, by hand: the GRU's outputs over the 5 frames left of 40 after the time pooling of 8
+    with torch.no_grad():
+        x = short
+        lengths = torch.tensor([40])
+        for block in model.blocks:
+            x, lengths = block(x, lengths)
+        x = x.flatten(1, 2)
+        for conv, norm in zip(model.conv1d, model.norms1d):
+            x = torch.relu(norm(conv(x)))
+        seq, _ = model.gru(x.transpose(1, 2))
+        assert seq.shape[1] == 5 == int(lengths)
+        by_hand = torch.sigmoid(model.out(torch.relu(model.fc(seq.max(dim=1).values))))
+    torch.testing.assert_close(alone, by_hand, rtol=1e-5, atol=1e-6)
+    last = CRNN(dataclasses.replace(config, readout="last")).eval()
+    last.load_state_dict(model.state_dict())  # the same weights: only the read-out differs
+    assert not torch.allclose(last(short, torch.tensor([40])), alone)
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(batch, torch.tensor([40, 97])), out, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="model.readout"):
+        ModelConfig(readout="mean")
 
 
 def test_channels_last_layout_computes_the_same_model():
