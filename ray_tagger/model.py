@@ -144,9 +144,8 @@ class CRNN(nn.Module):
         out, h_n = self.gru(packed)
         if self.readout == "last":
             return h_n[-1]
-        seq, _ = pad_packed_sequence(out, batch_first=True)  # (B, N'', H), N'' = the longest length
-        valid = valid_mask(lengths, seq.shape[1])[:, :, None] > 0
-        return seq.masked_fill(~valid, float("-inf")).amax(dim=1)
+        seq, _ = pad_packed_sequence(out, batch_first=True, padding_value=float("-inf"))  # (B, N'', H), N'' = the longest length
+        return seq.amax(dim=1)
 
     def logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, 1, F, N), (B,) -> (B, K)`` pre-sigmoid scores (for a stable BCE)."""
