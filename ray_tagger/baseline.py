@@ -250,6 +250,19 @@ def fit_baselines(shards_dir: str | Path, out_dir: str | Path, fnames: list[str]
     return results
 
 
+def best_row(info: dict) -> str:
+    """The row of a ``baseline.json`` ``info`` whose held-out curated lwlrap at its chosen L2 is the
+    higher (ties, or no usable held-out fold: the later row, the one with more training clips)."""
+    rows = info["rows"]
+    return max(reversed(list(rows)), key=lambda name: rows[name]["held_out_lwlrap"].get(str(rows[name]["l2"]), -1.0))
+
+
+def blend(members: np.ndarray, baseline: np.ndarray, weight: float) -> np.ndarray:
+    """``(N, M, K)`` members' scores, ``(N, K)`` the baseline's ``-> (N, K)``: ``(1 - weight) ·`` the
+    members' mean ``+ weight ·`` the baseline (``SystemConfig.baseline_weight``)."""
+    return (1.0 - weight) * members.mean(axis=1) + weight * baseline
+
+
 def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, features: FeatureConfig = FeatureConfig(),
                   config: BaselineConfig = BaselineConfig()) -> dict[str, dict]:
     """Both rows' held-out lwlrap on the curated clips of ``fold``, fitted on the row's other training

@@ -142,6 +142,10 @@ class SystemConfig:
     """Relabel only when the thresholds would drop at most this share of the noisy excerpts."""
     relabel_on_failure: str = "stop"
     """When a check above fails: 'stop' (an error, nothing relabelled) or 'keep_provided' (provided labels kept)."""
+    baseline_weight: float = 0.0
+    """Not the report's (0: its submission is the mean of the final models' scores): the submission is
+    ``(1 - w) ·`` that mean ``+ w ·`` the classical baseline's scores (:mod:`ray_tagger.baseline`, the
+    row that scores better on its held-out curated fold). In [0, 1)."""
 
     GUARD_FIELDS = ("relabel_min_gain", "relabel_max_drop", "relabel_on_failure")
     """Fields that decide whether relabelling may proceed, not what any model learns: changing them
@@ -150,6 +154,8 @@ class SystemConfig:
     def __post_init__(self) -> None:
         if self.relabel_on_failure not in ("stop", "keep_provided"):
             raise ValueError(f"system.relabel_on_failure must be 'stop' or 'keep_provided', got {self.relabel_on_failure!r}")
+        if not 0.0 <= self.baseline_weight < 1.0:
+            raise ValueError(f"system.baseline_weight must be in [0, 1), got {self.baseline_weight!r}")
 
     def identity(self) -> dict:
         """:meth:`to_dict` without :attr:`GUARD_FIELDS`: what a run folder's inputs are compared on."""
@@ -203,6 +209,11 @@ def _build(cls, data: dict):
             value = _build(sub, value or {})
         elif isinstance(value, list):
             value = _tuples(value)
+        elif isinstance(f.default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:  # YAML 1.1 reads '1e-3' (no dot) as a string
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{cls.__name__}.{f.name} must be a number, got {value!r}") from None
         kwargs[f.name] = value
     return cls(**kwargs)
 

@@ -47,11 +47,29 @@ def member_paths(run_dir: str | Path) -> list[Path]:
     root = location(run_dir)
     for candidate in (root / "ensemble.json", root / "final" / "ensemble.json"):
         if candidate.is_file():
+            _say_if_blended(candidate.parent.parent)
             members = json.loads(candidate.read_text())["members"]
             return [candidate.parent / m for m in members]
     if (root / "model.pt").is_file():
         return [root / "model.pt"]
     raise FileNotFoundError(f"{root}: no ensemble.json, final/ensemble.json or model.pt; is it a run folder?")
+
+
+def _say_if_blended(run_root) -> None:
+    """Warn when ``run_root`` is a ``ray-tagger run`` folder whose submission blends in the classical
+    baseline (``system.baseline_weight``): these scores are the final models' alone."""
+    path = run_root / "run.json"
+    if str(run_root) in _SAID or not path.is_file():
+        return
+    weight = json.loads(path.read_text()).get("system", {}).get("baseline_weight", 0)
+    if weight:
+        _SAID.add(str(run_root))
+        log.warning("%s: its run's submission blends the classical baseline in at weight %g; these scores are "
+                    "the final models' mean alone (the run's predictions/submission.csv holds the blend for its "
+                    "test clips)", run_root, weight)
+
+
+_SAID: set[str] = set()
 
 
 def load_member(path: str | Path, channels_last: bool = True) -> tuple[CRNN, dict]:

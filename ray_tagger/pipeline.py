@@ -3,7 +3,8 @@
     [demo data] → prepare → relabel → ensemble → predict → evaluate + plots
 
 RUN_DIR holds ``demo-data/`` (without DATA_DIR), ``shards/``, ``relabel/``, ``final/``,
-``predictions/`` (``submission.csv``, ``test_scores.npz`` with every member's scores),
+``predictions/`` (``submission.csv``, ``test_scores.npz`` with every member's scores and the submission's:
+the members' mean, or with ``system.baseline_weight`` its blend with the classical baseline),
 ``baseline/`` (the classical baseline's pooled features and ``baseline.json``), ``results.json``,
 ``plots/`` and ``run.json`` (the inputs and the preset). An interrupted run resumes: prepare is
 idempotent, finished training runs are not retrained, unfinished ones resume from their
@@ -130,31 +131,45 @@ def run(
         fnames, scores, classes = saved["fnames"].tolist(), saved["scores"], saved["classes"].tolist()
     else:
         fnames, scores, classes, _ = predict_scores(run_dir / "final", [shards], actors)
-        write_submission(pred / "submission.csv", fnames, scores.mean(axis=1), classes)
+    truth = test_truth(shards, data_dir, classes, fnames)
+    baselines, blended = {}, None
+    if truth is not None or system.baseline_weight > 0:
+        from .baseline import best_row, blend, fit_baselines
+
+        baselines = fit_baselines(shards, run_dir / "baseline", fnames, truth, job.features)
+        if system.baseline_weight > 0:
+            row = best_row(json.loads((run_dir / "baseline" / "baseline.json").read_text()))
+            blended = (f"ensemble (all) + baseline ({row.split(', ')[-1]}) at weight {system.baseline_weight:g}",
+                       blend(scores, baselines[row], system.baseline_weight))
+            stage(log, "submission: the final models' mean score × %g + the %s × %g",
+                  1 - system.baseline_weight, row, system.baseline_weight)
+    submission = scores.mean(axis=1) if blended is None else blended[1]
+    if not npz.is_file():
+        write_submission(pred / "submission.csv", fnames, submission, classes)
         buffer = io.BytesIO()
-        np.savez(buffer, fnames=np.array(fnames), scores=scores, classes=np.array(classes))
+        np.savez(buffer, fnames=np.array(fnames), scores=scores, classes=np.array(classes), submission=submission)
         npz.write_bytes(buffer.getvalue())
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     plot_training_curves({"relabel": run_dir / "relabel", "final": run_dir / "final"}, plots / "training_curves.png")
     plot_relabel_changes(run_dir / "relabel", plots / "relabel_changes.png")
     _stage(6, "evaluate")
-    truth = test_truth(shards, data_dir, classes, fnames)
     if truth is None:
         log.info("the test clips have no labels: submission in %s, nothing to evaluate", pred / "submission.csv")
         return {"submission": str(pred / "submission.csv")}
-    from .baseline import fit_baselines
     from .metrics import lwlrap
 
-    baselines = fit_baselines(shards, run_dir / "baseline", fnames, truth, job.features)
     rows = results_table(truth, scores, info["runs"], baselines)
-    overall, per_class_arr = lwlrap(truth, scores.mean(1))
+    if blended is not None:
+        rows.append({"name": blended[0], "models": scores.shape[1], "lwlrap": lwlrap(truth, blended[1])[0]})
+    overall, per_class_arr = lwlrap(truth, submission)
     per_class = dict(zip(classes, map(float, per_class_arr)))
+    what = f"final ensemble ({scores.shape[1]} models{'' if blended is None else ' + baseline'})"
     plot_per_class(per_class, dict(zip(classes, truth.sum(0).astype(int).tolist())), plots / "per_class_lwlrap.png",
-                   f"final ensemble ({scores.shape[1]} models): test lwlrap {overall:.3f}")
+                   f"{what}: test lwlrap {overall:.3f}")
     results = {"table": rows, "per_class": per_class, "test_clips": int((truth.sum(1) > 0).sum()),
-               "submission": str(pred / "submission.csv"), "plots": sorted(str(p) for p in plots.glob("*.png")),
-               "wall_s_this_call": time.time() - t0}
+               "submission": str(pred / "submission.csv"), "submission_lwlrap": overall,
+               "plots": sorted(str(p) for p in plots.glob("*.png")), "wall_s_this_call": time.time() - t0}
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
     say(format_table(rows))
     return results

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ray_tagger import baseline
-from ray_tagger.baseline import NAME, clip_features, fit_baselines, fit_logistic, pooled_features
+from ray_tagger.baseline import NAME, best_row, blend, clip_features, fit_baselines, fit_logistic, pooled_features
 from ray_tagger.features import LogMel, normalized_clips
 from ray_tagger.metrics import lwlrap
 from ray_tagger.normalization import NormStats
@@ -153,3 +153,23 @@ def test_a_second_fit_reads_the_cached_features_and_gives_the_same_scores(fitted
     for name in ROW_NAMES:
         assert np.array_equal(again[name], scores[name][::-1])
     assert json.loads((out / "baseline.json").read_text())["feature_seconds"] is None
+
+
+def test_blend_is_the_weighted_mean_of_the_members_mean_and_the_baseline():
+    members = np.array([[[0.2, 0.8], [0.4, 0.0]]])  # (N=1, M=2, K=2)
+    base = np.array([[1.0, 0.0]])
+    # members' mean [0.3, 0.4]; weight 0.25: 0.75 * [0.3, 0.4] + 0.25 * [1, 0] = [0.475, 0.3]
+    assert np.allclose(blend(members, base, 0.25), [[0.475, 0.3]])
+    assert np.allclose(blend(members, base, 0.0), [[0.3, 0.4]])
+
+
+def test_best_row_is_the_one_better_on_its_held_out_fold_ties_to_the_larger():
+    def info(cur, both):
+        return {"rows": {ROW_NAMES[0]: {"l2": 0.01, "held_out_lwlrap": {"0.001": 0.9, "0.01": cur}},
+                         ROW_NAMES[1]: {"l2": 0.1, "held_out_lwlrap": {"0.01": 0.9, "0.1": both}}}}
+    # each row is judged at its own chosen L2, not at the other entries of its grid
+    assert best_row(info(0.6, 0.5)) == ROW_NAMES[0]
+    assert best_row(info(0.5, 0.6)) == ROW_NAMES[1]
+    assert best_row(info(0.5, 0.5)) == ROW_NAMES[1]
+    no_fold = {"rows": {n: {"l2": 0.01, "held_out_lwlrap": {}} for n in ROW_NAMES}}
+    assert best_row(no_fold) == ROW_NAMES[1]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ray_tagger.cli import main
-from ray_tagger.config import TrainJobConfig, parse_overrides, preset_names, resolve
+from ray_tagger.config import TrainJobConfig, parse_overrides, preset_names, resolve, resolve_system
 
 # The report's constants, typed in from the report (§1.1, §2.1–2.4, §3.1–3.2).
 REPORT = {
@@ -27,7 +27,9 @@ REPORT = {
 REPORT_SYSTEM = {"relabel_R": 8, "relabel_splits": [0, 1, 2], "relabel_folds": [0, 1, 2, 3, 4], "final_R": [2, 4],
                  "final_splits": [0, 1, 2],
                  # the check before relabelling (not in the report): chance + 0.1, at most half dropped, else stop
-                 "relabel_min_gain": 0.1, "relabel_max_drop": 0.5, "relabel_on_failure": "stop"}
+                 "relabel_min_gain": 0.1, "relabel_max_drop": 0.5, "relabel_on_failure": "stop",
+                 # the submission is the final models' mean alone (§4.2), no classical baseline blended in
+                 "baseline_weight": 0.0}
 
 
 def _check(resolved: dict) -> None:
@@ -77,3 +79,15 @@ def test_the_model_and_the_features_must_agree_on_the_mel_bands():
     with pytest.raises(ValueError, match=r"model.n_mels \(128\) must equal features.n_mels \(64\)"):
         resolve("paper", ["features.n_mels=64"])
     assert resolve("paper", ["features.n_mels=64", "model.n_mels=64"]).model.n_mels == 64
+
+
+def test_float_fields_take_exponent_notation_and_the_baseline_weight_is_checked():
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes it as the number
+    assert resolve("paper", ["optim.lr=1e-3"]).optim.lr == 0.001
+    assert resolve_system("paper", ["system.baseline_weight=5e-1"]).baseline_weight == 0.5
+    assert resolve_system("demo").baseline_weight == 0.5 and resolve_system("tiny").baseline_weight == 0.0
+    with pytest.raises(ValueError, match="OptimConfig.lr must be a number, got 'fast'"):
+        resolve("paper", ["optim.lr=fast"])
+    for bad in ("1", "-0.1", "1.5"):
+        with pytest.raises(ValueError, match=r"baseline_weight must be in \[0, 1\)"):
+            resolve_system("paper", [f"system.baseline_weight={bad}"])

@@ -30,6 +30,10 @@ TOLERANCE = 0.03
 """How far the final ensemble's test lwlrap may fall below the best single model's."""
 
 
+BASELINE_WEIGHT = 0.25
+"""The run blends the classical baseline into its submission at this weight (the `demo` preset's is 0.5)."""
+
+
 def _env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
@@ -41,7 +45,7 @@ def _cli(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
 
 def _run_cmd(run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "ray_tagger", "run", str(run_dir), "--preset", "tiny", "--demo-clips", str(CLIPS), "--demo-classes", "8",
-            "--concurrency", "2"]
+            "--concurrency", "2", "--set", f"system.baseline_weight={BASELINE_WEIGHT}"]
 
 
 def _summaries(root: Path) -> dict[str, float]:
@@ -152,6 +156,33 @@ def test_final_ensemble_is_not_worse_than_its_best_model_and_both_beat_chance(sy
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 10_000
 
 
+def test_the_submission_blends_the_chosen_baseline_row_into_the_members_mean(system_run):
+    """submission = (1 - w) · members' mean + w · baseline, checked backwards: the baseline scores it
+    implies are probabilities and score exactly one of the table's two baseline rows."""
+    run_dir, _, again = system_run
+    saved = np.load(run_dir / "predictions" / "test_scores.npz")
+    fnames, classes, members = saved["fnames"].tolist(), saved["classes"].tolist(), saved["scores"]
+    with open(run_dir / "predictions" / "submission.csv", newline="") as f:
+        submitted = {r["fname"]: [float(r[c]) for c in classes] for r in csv.DictReader(f)}
+    submission = np.array([submitted[n] for n in fnames])
+    implied = (submission - (1 - BASELINE_WEIGHT) * members.mean(axis=1)) / BASELINE_WEIGHT
+    assert implied.min() > -1e-5 and implied.max() < 1 + 1e-5
+    assert np.abs(implied - members.mean(axis=1)).max() > 0.05, "the submission is not just the members' mean"
+    truth_of = {}
+    with open(run_dir / "demo-data-test-labels.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            truth_of[r["fname"]] = r["labels"].split(",")
+    truth = np.array([[c in truth_of[n] for c in classes] for n in fnames], float)
+    rows = {r["name"]: r["lwlrap"] for r in json.loads((run_dir / "results.json").read_text())["table"]}
+    baseline_rows = [v for k, v in rows.items() if k.startswith("classical baseline")]
+    assert len(baseline_rows) == 2
+    assert min(abs(lwlrap(truth, implied)[0] - v) for v in baseline_rows) < 1e-6, (lwlrap(truth, implied)[0], baseline_rows)
+    blended = [k for k in rows if k.startswith("ensemble (all) + baseline (")]
+    assert blended == [f"{blended[0].split(' at weight')[0]} at weight {BASELINE_WEIGHT:g}"]
+    assert abs(rows[blended[0]] - lwlrap(truth, submission)[0]) < 1e-9
+    assert blended[0] in again.stdout and "submission: the final models' mean score" in again.stdout
+
+
 def test_rerunning_a_complete_run_trains_nothing(system_run):
     run_dir, _, _ = system_run
     before = {**_summaries(run_dir / "relabel"), **{f"final/{k}": v for k, v in _summaries(run_dir / "final").items()}}
@@ -174,6 +205,7 @@ def test_predict_then_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_p
     out = tmp_path / "submission.csv"
     done = _cli("predict", str(run_dir), str(run_dir / "shards"), "--out", str(out), "--num-cpus", "4")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "blends the classical baseline in at weight 0.25; these scores are the final models' mean alone" in done.stderr
     evaluated = _cli("evaluate", str(out), str(run_dir / "demo-data-test-labels.csv"))
     assert evaluated.returncode == 0, evaluated.stderr
     overall = float(evaluated.stdout.split("overall lwlrap:")[1].split()[0])
