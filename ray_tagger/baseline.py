@@ -18,6 +18,9 @@ Rows: ``curated`` (curated clips) and ``curated + noisy`` (plus the whole noisy 
 provided labels: no excerpts, no relabelling). Run folder: ``features.npz`` (pooled features of
 every clip, reused while the shards and feature settings match) and ``baseline.json``.
 :func:`fold_baseline` scores both rows on one held-out curated fold instead (``train --fold``).
+
+Blend (not the report's): with ``SystemConfig.baseline_weight`` w > 0, ``run`` submits
+:func:`blend` of the final models' scores with the row chosen by :func:`best_row`.
 """
 
 from __future__ import annotations

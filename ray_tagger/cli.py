@@ -188,12 +188,21 @@ def _place(text: str) -> str:
     return text
 
 
+def _warn_if_blended(run_dir) -> None:
+    from .infer import blend_warning
+
+    warning = blend_warning(run_dir)
+    if warning:
+        log.warning(warning)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .infer import check_model_files, member_paths
     from .predict import predict
     from .runtime import ensure_ray
 
     check_model_files(member_paths(args.run_dir))  # refuse a foreign model file before Ray starts
+    _warn_if_blended(args.run_dir)
     ensure_ray(args.num_cpus)
     done = predict(args.run_dir, args.inputs, args.out, args.actors)
     print(f"{done['rows']} rows × {done['classes']} classes (mean of {done['members']} models) → {done['out']}")
@@ -203,6 +212,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _tag(args: argparse.Namespace) -> int:
     from .predict import tag, tag_seconds
 
+    _warn_if_blended(args.run_dir)
     if args.frames:
         for path, seconds in tag_seconds(args.run_dir, args.files, args.top, args.window):
             print(f"{path}:")
@@ -217,6 +227,7 @@ def _tag(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
+    _warn_if_blended(args.run_dir)
     done = export(args.run_dir, args.out)
     print(f"{done['members']} models, {done['classes']} classes → {done['out']} ({done['bytes'] / 1e6:.1f} MB, TorchScript: "
           f"torch.jit.load(path)(wave) → scores, .classes the vocabulary)")

@@ -47,7 +47,6 @@ def member_paths(run_dir: str | Path) -> list[Path]:
     root = location(run_dir)
     for candidate in (root / "ensemble.json", root / "final" / "ensemble.json"):
         if candidate.is_file():
-            _say_if_blended(candidate.parent.parent)
             members = json.loads(candidate.read_text())["members"]
             return [candidate.parent / m for m in members]
     if (root / "model.pt").is_file():
@@ -55,21 +54,20 @@ def member_paths(run_dir: str | Path) -> list[Path]:
     raise FileNotFoundError(f"{root}: no ensemble.json, final/ensemble.json or model.pt; is it a run folder?")
 
 
-def _say_if_blended(run_root) -> None:
-    """Warn when ``run_root`` is a ``ray-tagger run`` folder whose submission blends in the classical
-    baseline (``system.baseline_weight``): these scores are the final models' alone."""
-    path = run_root / "run.json"
-    if str(run_root) in _SAID or not path.is_file():
-        return
-    weight = json.loads(path.read_text()).get("system", {}).get("baseline_weight", 0)
-    if weight:
-        _SAID.add(str(run_root))
-        log.warning("%s: its run's submission blends the classical baseline in at weight %g; these scores are "
-                    "the final models' mean alone (the run's predictions/submission.csv holds the blend for its "
-                    "test clips)", run_root, weight)
-
-
-_SAID: set[str] = set()
+def blend_warning(run_dir: str | Path) -> str | None:
+    """For ``predict``, ``tag`` and ``export``: a line saying that the ``ray-tagger run`` folder
+    ``run_dir`` (or its ``final/``) submitted a blend with the classical baseline
+    (``system.baseline_weight``) while their scores are the final models' alone; else None."""
+    root = location(run_dir)
+    run_root = root if (root / "run.json").is_file() else root.parent if root.name == "final" else None
+    if run_root is None or not (run_root / "run.json").is_file():
+        return None
+    weight = json.loads((run_root / "run.json").read_text()).get("system", {}).get("baseline_weight", 0)
+    if not weight:
+        return None
+    return (f"{run_root}: its run's submission blends the classical baseline in at weight {weight:g}; these "
+            f"scores are the final models' mean alone (the run's predictions/submission.csv holds the blend "
+            f"for its test clips)")
 
 
 def load_member(path: str | Path, channels_last: bool = True) -> tuple[CRNN, dict]:

@@ -173,3 +173,18 @@ def test_best_row_is_the_one_better_on_its_held_out_fold_ties_to_the_larger():
     assert best_row(info(0.5, 0.5)) == ROW_NAMES[1]
     no_fold = {"rows": {n: {"l2": 0.01, "held_out_lwlrap": {}} for n in ROW_NAMES}}
     assert best_row(no_fold) == ROW_NAMES[1]
+
+
+def test_predict_tag_and_export_warn_only_for_a_run_folder_that_blends(tmp_path):
+    from ray_tagger.infer import blend_warning
+
+    for name, weight in (("blended", 0.5), ("plain", 0.0)):
+        (tmp_path / name / "final" / "runs" / "s0_R2").mkdir(parents=True)
+        (tmp_path / name / "run.json").write_text(json.dumps({"system": {"baseline_weight": weight}}))
+    for given in ("blended", "blended/final"):
+        assert blend_warning(tmp_path / given) == (
+            f"{tmp_path / 'blended'}: its run's submission blends the classical baseline in at weight 0.5; these "
+            f"scores are the final models' mean alone (the run's predictions/submission.csv holds the blend for its "
+            f"test clips)")
+    for given in ("plain", "plain/final", "blended/final/runs/s0_R2"):
+        assert blend_warning(tmp_path / given) is None, given
