@@ -180,7 +180,8 @@ def test_the_submission_blends_the_chosen_baseline_row_into_the_members_mean(sys
     blended = [k for k in rows if k.startswith("ensemble (all) + baseline (")]
     assert blended == [f"{blended[0].split(' at weight')[0]} at weight {BASELINE_WEIGHT:g}"]
     assert abs(rows[blended[0]] - lwlrap(truth, submission)[0]) < 1e-9
-    assert blended[0] in again.stdout and "submission: the final models' mean score" in again.stdout
+    assert blended[0] in again.stdout  # the results table
+    assert "submission: the final models' mean score × 0.75 + the classical baseline" in again.stderr  # a stage line
 
 
 def test_rerunning_a_complete_run_trains_nothing(system_run):
