@@ -42,7 +42,7 @@ class ModelConfig:
     readout: str = "last"
     """What the FC layers see of the GRU's sequence: 'last', its output at each example's last
     valid frame (Table 1), or 'max', the maximum of each unit over the valid frames (not the
-    report's; an option to measure, in no preset: docs/LEARNING.md)."""
+    report's; the ``demo`` preset's: docs/LEARNING.md)."""
     label_rate: float | None = 1.5
     """Expected labels per example: the output layer's biases start at the log-odds of
     ``label_rate / n_classes``, so the first steps need not push every score down from 0.5
