@@ -209,7 +209,7 @@ def _build(cls, data: dict):
             value = _build(sub, value or {})
         elif isinstance(value, list):
             value = _tuples(value)
-        elif isinstance(f.default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        elif f.type in ("float", "float | None") and isinstance(value, str):
             try:  # YAML 1.1 reads '1e-3' (no dot) as a string
                 value = float(value)
             except ValueError:

@@ -85,6 +85,8 @@ def test_float_fields_take_exponent_notation_and_the_baseline_weight_is_checked(
     # YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes it as the number
     assert resolve("paper", ["optim.lr=1e-3"]).optim.lr == 0.001
     assert resolve_system("paper", ["system.baseline_weight=5e-1"]).baseline_weight == 0.5
+    assert resolve("paper", ["stream.crop_s=4e0"]).stream.crop_s == 4.0  # a float-or-None field
+    assert resolve("paper", ["stream.crop_s=null"]).stream.crop_s is None
     assert resolve_system("demo").baseline_weight == 0.5 and resolve_system("tiny").baseline_weight == 0.0
     with pytest.raises(ValueError, match="OptimConfig.lr must be a number, got 'fast'"):
         resolve("paper", ["optim.lr=fast"])
