@@ -168,10 +168,9 @@ def test_the_submission_blends_the_chosen_baseline_row_into_the_members_mean(sys
     implied = (submission - (1 - BASELINE_WEIGHT) * members.mean(axis=1)) / BASELINE_WEIGHT
     assert implied.min() > -1e-5 and implied.max() < 1 + 1e-5
     assert np.abs(implied - members.mean(axis=1)).max() > 0.05, "the submission is not just the members' mean"
-    truth_of = {}
-    with open(run_dir / "demo-data-test-labels.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            truth_of[r["fname"]] = r["labels"].split(",")
+    from tests.test_train import _truth
+
+    truth_of = _truth(run_dir / "demo-data-test-labels.csv")
     truth = np.array([[c in truth_of[n] for c in classes] for n in fnames], float)
     rows = {r["name"]: r["lwlrap"] for r in json.loads((run_dir / "results.json").read_text())["table"]}
     baseline_rows = [v for k, v in rows.items() if k.startswith("classical baseline")]
