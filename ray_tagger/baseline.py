@@ -19,8 +19,9 @@ provided labels: no excerpts, no relabelling). Run folder: ``features.npz`` (poo
 every clip, reused while the shards and feature settings match) and ``baseline.json``.
 :func:`fold_baseline` scores both rows on one held-out curated fold instead (``train --fold``).
 
-Blend (not the report's): with ``SystemConfig.baseline_weight`` w > 0, ``run`` submits
-:func:`blend` of the final models' scores with the row chosen by :func:`best_row`.
+Blend (not the report's): with a weight w > 0 among ``SystemConfig.baseline_weights`` (several: the one
+:func:`choose_weight` picks on the relabelling models' held-out curated folds), ``run`` submits :func:`blend`
+of the final models' scores with the row chosen by :func:`best_row`.
 """
 
 from __future__ import annotations
@@ -262,8 +263,35 @@ def best_row(info: dict) -> str:
 
 def blend(members: np.ndarray, baseline: np.ndarray, weight: float) -> np.ndarray:
     """``(N, M, K)`` members' scores, ``(N, K)`` the baseline's ``-> (N, K)``: ``(1 - weight) ·`` the
-    members' mean ``+ weight ·`` the baseline (``SystemConfig.baseline_weight``)."""
+    members' mean ``+ weight ·`` the baseline (``SystemConfig.baseline_weights``)."""
     return (1.0 - weight) * members.mean(axis=1) + weight * baseline
+
+
+def row_sources(row: str) -> tuple[str, ...]:
+    """A row name of :func:`fit_baselines` (``"<NAME>, curated + noisy"``) ``->`` its training sources."""
+    return ROWS[row.rsplit(", ", 1)[-1]]
+
+
+def choose_weight(data: dict, heldout: dict, row: str, l2: float, weights: tuple[float, ...],
+                  config: BaselineConfig = BaselineConfig()) -> tuple[float, dict[float, float]]:
+    """The blend weight of ``weights`` with the best held-out lwlrap, judged on the relabelling models'
+    held-out curated clips. ``data``: pooled features (:func:`cached_features`); ``heldout``:
+    :data:`ray_tagger.relabel.HELDOUT`'s ``clip_id (N,), fold (N,), truth (N, K), scores (N, K)``. Per
+    fold, baseline ``row`` at ``l2`` is fitted on the row's training clips outside that curated fold and
+    scores the fold's clips; then ``(1 - w) · scores + w · baseline`` is scored over all N clips. Ties:
+    the smaller weight. ``-> (weight, {weight: held-out lwlrap})``.
+
+    A proxy: the relabelling models (provided labels, ``relabel_R``) stand for the final ones, and the
+    L2 was chosen on :attr:`BaselineConfig.holdout_fold`, which may be one of these folds."""
+    index = {c: i for i, c in enumerate(data["clip_id"]) if data["source"][i] == "curated"}
+    baseline = np.zeros(heldout["scores"].shape, np.float64)
+    for fold in np.unique(heldout["fold"]):
+        _, X, Y, held_out = _row(data, row_sources(row), int(fold))
+        clips = heldout["fold"] == fold
+        model = fit_logistic(X[~held_out], Y[~held_out], l2, config.max_iter, config.threads)
+        baseline[clips] = model.predict(data["features"][[index[c] for c in heldout["clip_id"][clips]]])
+    scores = {float(w): lwlrap(heldout["truth"], (1.0 - w) * heldout["scores"] + w * baseline)[0] for w in weights}
+    return max(scores, key=lambda w: (scores[w], -w)), scores
 
 
 def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, features: FeatureConfig = FeatureConfig(),

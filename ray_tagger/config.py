@@ -142,10 +142,13 @@ class SystemConfig:
     """Relabel only when the thresholds would drop at most this share of the noisy excerpts."""
     relabel_on_failure: str = "stop"
     """When a check above fails: 'stop' (an error, nothing relabelled) or 'keep_provided' (provided labels kept)."""
-    baseline_weight: float = 0.0
+    baseline_weights: tuple[float, ...] = (0.0,)
     """Not the report's (0: its submission is the mean of the final models' scores): the submission is
     ``(1 - w) ·`` that mean ``+ w ·`` the classical baseline's scores (:mod:`ray_tagger.baseline`, the
-    row that scores better on its held-out curated fold). In [0, 1)."""
+    row that scores better on its held-out curated fold), each w in [0, 1). One value: that weight.
+    Several: the one under which the relabelling models, blended with the baseline refitted without
+    their held-out folds, score best on those curated folds (:func:`ray_tagger.baseline.choose_weight`;
+    ties: the smaller weight)."""
 
     GUARD_FIELDS = ("relabel_min_gain", "relabel_max_drop", "relabel_on_failure")
     """Fields that decide whether relabelling may proceed, not what any model learns: changing them
@@ -154,8 +157,19 @@ class SystemConfig:
     def __post_init__(self) -> None:
         if self.relabel_on_failure not in ("stop", "keep_provided"):
             raise ValueError(f"system.relabel_on_failure must be 'stop' or 'keep_provided', got {self.relabel_on_failure!r}")
-        if not 0.0 <= self.baseline_weight < 1.0:
-            raise ValueError(f"system.baseline_weight must be in [0, 1), got {self.baseline_weight!r}")
+        weights = self.baseline_weights if isinstance(self.baseline_weights, (list, tuple)) else (self.baseline_weights,)
+        try:  # a single number stands for a one-value list; YAML 1.1 reads '5e-1' as a string
+            weights = tuple(float(w) for w in weights)
+        except (TypeError, ValueError):
+            raise ValueError(f"system.baseline_weights must be numbers, got {self.baseline_weights!r}") from None
+        if not weights or not all(0.0 <= w < 1.0 for w in weights):
+            raise ValueError(f"system.baseline_weights must be one or more weights in [0, 1), got {self.baseline_weights!r}")
+        object.__setattr__(self, "baseline_weights", weights)
+
+    @property
+    def blends(self) -> bool:
+        """Whether the submission may blend in the classical baseline (a weight above 0 among the choices)."""
+        return max(self.baseline_weights) > 0
 
     def identity(self) -> dict:
         """:meth:`to_dict` without :attr:`GUARD_FIELDS`: what a run folder's inputs are compared on."""

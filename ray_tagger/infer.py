@@ -56,13 +56,15 @@ def member_paths(run_dir: str | Path) -> list[Path]:
 
 def blend_warning(run_dir: str | Path) -> str | None:
     """For ``predict``, ``tag`` and ``export``: a line saying that the ``ray-tagger run`` folder
-    ``run_dir`` (or its ``final/``) submitted a blend with the classical baseline
-    (``system.baseline_weight``) while their scores are the final models' alone; else None."""
+    ``run_dir`` (or its ``final/``) submitted a blend with the classical baseline (its
+    ``baseline/submission_weight.json`` holds a weight above 0, ``system.baseline_weights``) while their
+    scores are the final models' alone; else None."""
     root = location(run_dir)
     run_root = root if (root / "run.json").is_file() else root.parent if root.name == "final" else None
-    if run_root is None or not (run_root / "run.json").is_file():
+    record = None if run_root is None else run_root / "baseline" / "submission_weight.json"
+    if record is None or not (run_root / "run.json").is_file() or not record.is_file():
         return None
-    weight = json.loads((run_root / "run.json").read_text()).get("system", {}).get("baseline_weight", 0)
+    weight = json.loads(record.read_text())["weight"]
     if not weight:
         return None
     return (f"{run_root}: its run's submission blends the classical baseline in at weight {weight:g}; these "

@@ -4,9 +4,10 @@
 
 RUN_DIR holds ``demo-data/`` (without DATA_DIR), ``shards/``, ``relabel/``, ``final/``,
 ``predictions/`` (``submission.csv``, ``test_scores.npz`` with every member's scores and the submission's:
-the members' mean, or with ``system.baseline_weight`` its blend with the classical baseline),
-``baseline/`` (the classical baseline's pooled features and ``baseline.json``), ``results.json``,
-``plots/`` and ``run.json`` (the inputs and the preset). An interrupted run resumes: prepare is
+the members' mean, or with ``system.baseline_weights`` its blend with the classical baseline),
+``baseline/`` (the classical baseline's pooled features, ``baseline.json`` and, when it may blend,
+``submission_weight.json``: the weight used and, with several to choose from, their held-out lwlrap),
+``results.json``, ``plots/`` and ``run.json`` (the inputs and the preset). An interrupted run resumes: prepare is
 idempotent, finished training runs are not retrained, unfinished ones resume from their
 checkpoints, and later stages redo only what they have not written.
 """
@@ -132,17 +133,20 @@ def run(
     else:
         fnames, scores, classes, _ = predict_scores(run_dir / "final", [shards], actors)
     truth = test_truth(shards, data_dir, classes, fnames)
-    baselines, blended = {}, None
-    if truth is not None or system.baseline_weight > 0:
+    baselines, blended, weighing = {}, None, None
+    if truth is not None or system.blends:
         from .baseline import best_row, blend, fit_baselines
 
         baselines = fit_baselines(shards, run_dir / "baseline", fnames, truth, job.features)
-        if system.baseline_weight > 0:
+        if system.blends:
             row = best_row(json.loads((run_dir / "baseline" / "baseline.json").read_text()))
-            blended = (f"ensemble (all) + baseline ({row.split(', ')[-1]}) at weight {system.baseline_weight:g}",
-                       blend(scores, baselines[row], system.baseline_weight))
-            stage(log, "submission: the final models' mean score × %g + the %s × %g",
-                  1 - system.baseline_weight, row, system.baseline_weight)
+            weight, weighing = _submission_weight(shards, run_dir, row, system, job)
+            if weight > 0:
+                blended = (f"ensemble (all) + baseline ({row.split(', ')[-1]}) at weight {weight:g}",
+                           blend(scores, baselines[row], weight))
+                stage(log, "submission: the final models' mean score × %g + the %s × %g", 1 - weight, row, weight)
+            else:
+                stage(log, "submission: the final models' mean score (the baseline's chosen weight is 0)")
     submission = scores.mean(axis=1) if blended is None else blended[1]
     if not npz.is_file():
         write_submission(pred / "submission.csv", fnames, submission, classes)
@@ -168,11 +172,42 @@ def run(
     plot_per_class(per_class, dict(zip(classes, truth.sum(0).astype(int).tolist())), plots / "per_class_lwlrap.png",
                    f"{what}: test lwlrap {overall:.3f}")
     results = {"table": rows, "per_class": per_class, "test_clips": int((truth.sum(1) > 0).sum()),
-               "submission": str(pred / "submission.csv"), "submission_lwlrap": overall,
+               "submission": str(pred / "submission.csv"), "submission_lwlrap": overall, "submission_weighing": weighing,
                "plots": sorted(str(p) for p in plots.glob("*.png")), "wall_s_this_call": time.time() - t0}
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
     say(format_table(rows))
     return results
+
+
+def _submission_weight(shards: Path, run_dir: Path, row: str, system: SystemConfig, job: TrainJobConfig) -> tuple[float, dict]:
+    """The baseline's weight in the submission: ``system.baseline_weights``' only value, or the one
+    :func:`~ray_tagger.baseline.choose_weight` picks on the relabelling's held-out curated clips;
+    ``-> (weight, record)``, the record also written to ``baseline/submission_weight.json``."""
+    from .baseline import BaselineConfig, cached_features, choose_weight
+    from .relabel import HELDOUT
+    from .stream import shard_meta
+
+    weights = system.baseline_weights
+    record = {"row": row, "weights": list(weights), "weight": weights[0]}
+    if len(weights) > 1:
+        path = run_dir / "relabel" / HELDOUT
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing, so system.baseline_weights {list(weights)} cannot be chosen from "
+                                    "(a relabel stage of an older version?); give one weight")
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
+            heldout = {k: f[k] for k in f.files}
+        if heldout["classes"].tolist() != shard_meta(shards, job.features)[0]:
+            raise ValueError(f"{path}: scores other classes than {shards}")
+        l2 = json.loads((run_dir / "baseline" / "baseline.json").read_text())["rows"][row]["l2"]
+        data, _ = cached_features(shards, run_dir / "baseline", job.features, BaselineConfig())
+        weight, grid = choose_weight(data, heldout, row, l2, weights)
+        record.update(weight=weight, heldout_clips=int(len(heldout["clip_id"])), folds=sorted(set(heldout["fold"].tolist())),
+                      heldout_lwlrap={f"{w:g}": v for w, v in grid.items()})
+        stage(log, "baseline weight: held-out lwlrap of the relabelling models blended with the %s on %d curated clips "
+                   "of folds %s: %s → %g", row, record["heldout_clips"], record["folds"],
+              ", ".join(f"w {w:g} {v:.3f}" for w, v in grid.items()), weight)
+    (run_dir / "baseline" / "submission_weight.json").write_text(json.dumps(record, indent=1))
+    return record["weight"], record
 
 
 def _write_or_check(path: Path, data: dict) -> None:

@@ -18,7 +18,9 @@ Output folder (RELABEL_DIR): ``runs/s{split}_f{fold}/`` (one training run each),
 ``relabeled/split_{s}.parquet`` (``excerpt_id, clip_id, split, provided, labels, dropped,
 scores``; ``labels`` is what the training stream uses), ``thresholds.json`` (only when
 relabelled), ``changes.csv`` (per class: the rule's threshold and error rate; provided, kept,
-added, removed as applied) and ``summary.json`` (with the ``check``); or, refused,
+added, removed as applied), ``heldout.npz`` (:data:`HELDOUT`: the check's held-out curated clips with
+their ensemble scores, which ``run`` also uses to choose the baseline's weight in the submission) and
+``summary.json`` (with the ``check``); or, refused,
 ``refused.json`` and the training runs only.
 """
 
@@ -48,6 +50,9 @@ from .stream import shard_meta
 from .train import Placement
 
 log = logging.getLogger(__name__)
+
+HELDOUT = "heldout.npz"
+"""RELABEL_DIR file: the held-out curated clips' ids, folds, ``truth (N, K)``, ensemble ``scores (N, K)``, ``classes (K,)``."""
 
 
 def choose_thresholds(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +155,9 @@ def pool_heldout(keys: list[str], scores: np.ndarray, folds: dict[str, int], mem
 
 
 def _heldout(shards_dir: Path, specs: list[RunSpec], members: list[str], classes: list[str], audio_format: str,
-             actors: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, K)`` labels and ``(N, K)`` held-out ensemble scores of the curated clips of the held-out folds."""
+             actors: int) -> dict[str, np.ndarray]:
+    """The curated clips of the held-out folds: ``clip_id (N,), fold (N,), truth (N, K)`` 0/1 labels and
+    ``scores (N, K)`` held-out ensemble scores (each clip by the members that held out its fold)."""
     table = pq.read_table(str(shards_dir / "audio" / "source=curated"), columns=["clip_id", "labels", "fold"]).to_pylist()
     folds = {r["clip_id"]: r["fold"] for r in table}
     labels = {r["clip_id"]: list(r["labels"]) for r in table}
@@ -159,7 +165,8 @@ def _heldout(shards_dir: Path, specs: list[RunSpec], members: list[str], classes
     log.info("relabel: scoring the %d curated clips of the held-out folds with %d models for the check", len(held_out), len(members))
     keys, scores = score(shard_rows(shards_dir, "curated", actors, held_out), members, "clips", audio_format, None, actors)
     keys, pooled = pool_heldout(keys, scores, folds, [s.fold for s in specs])
-    return n_hot([labels[k] for k in keys], {c: i for i, c in enumerate(classes)}, np.float64), pooled
+    return {"clip_id": np.array(keys), "fold": np.array([folds[k] for k in keys], np.int64),
+            "truth": n_hot([labels[k] for k in keys], {c: i for i, c in enumerate(classes)}, np.float64), "scores": pooled}
 
 
 def _noisy_table(shards_dir: Path, splits: list[int]) -> pd.DataFrame:
@@ -200,9 +207,9 @@ def relabel(
     provided = n_hot(table.provided, {c: i for i, c in enumerate(classes)}, bool)
     thresholds, errors = choose_thresholds(s, provided)
     new = s >= thresholds[None, :]
-    truth, heldout = _heldout(shards_dir, specs, members, classes, audio_format, actors)
+    heldout = _heldout(shards_dir, specs, members, classes, audio_format, actors)
     try:
-        check = judge(truth, heldout, float((~new.any(axis=1)).mean()), system)
+        check = judge(heldout["truth"], heldout["scores"], float((~new.any(axis=1)).mean()), system)
     except RelabelRefused as e:
         (out_dir / "refused.json").write_text(json.dumps({"message": str(e), "check": e.check}, indent=1))
         raise
@@ -227,7 +234,7 @@ def relabel(
         "runs": [{"name": sp.name, "started": su["started"], "finished": su["finished"],
                   "val_lwlrap": su["final_metrics"].get("val_lwlrap")} for sp, su in zip(specs, summaries)],
     }
-    _write(out_dir, table, changes, summary)
+    _write(out_dir, table, changes, summary, {**heldout, "classes": np.array(classes)})
     return summary
 
 
@@ -244,14 +251,17 @@ def _noisy_scores(shards_dir: Path, members: list[str], audio_format: str, split
     return table, mean.loc[table.excerpt_id].to_numpy()
 
 
-def _write(out_dir: Path, table: pd.DataFrame, changes: pd.DataFrame, summary: dict) -> None:
-    """The tables, changes.csv, thresholds.json (when relabelled) and, last, summary.json."""
+def _write(out_dir: Path, table: pd.DataFrame, changes: pd.DataFrame, summary: dict, heldout: dict) -> None:
+    """The tables, changes.csv, thresholds.json (when relabelled), heldout.npz and, last, summary.json."""
     for split, path in summary["tables"].items():
         location(path).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pandas(table[table.split == int(split)], preserve_index=False), path)
     (out_dir / "changes.csv").write_text(changes.to_csv(index=False))
     if summary["check"]["decision"] == "relabelled":
         (out_dir / "thresholds.json").write_text(json.dumps(dict(zip(changes["class"], map(float, changes.threshold))), indent=1))
+    buffer = io.BytesIO()  # written whole: object stores have no rename
+    np.savez(buffer, **heldout)
+    (out_dir / HELDOUT).write_bytes(buffer.getvalue())
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "refused.json").unlink(missing_ok=True)
 

@@ -178,13 +178,70 @@ def test_best_row_is_the_one_better_on_its_held_out_fold_ties_to_the_larger():
 def test_predict_tag_and_export_warn_only_for_a_run_folder_that_blends(tmp_path):
     from ray_tagger.infer import blend_warning
 
-    for name, weight in (("blended", 0.5), ("plain", 0.0)):
+    # the weight the run used (chosen, or its only one) is in baseline/submission_weight.json; a run that
+    # never blends (weights (0,)) writes none
+    for name, weight in (("blended", 0.5), ("chose_zero", 0.0), ("plain", None)):
         (tmp_path / name / "final" / "runs" / "s0_R2").mkdir(parents=True)
-        (tmp_path / name / "run.json").write_text(json.dumps({"system": {"baseline_weight": weight}}))
+        (tmp_path / name / "baseline").mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"system": {"baseline_weights": [weight or 0.0]}}))
+        if weight is not None:
+            (tmp_path / name / "baseline" / "submission_weight.json").write_text(json.dumps({"weight": weight}))
     for given in ("blended", "blended/final"):
         assert blend_warning(tmp_path / given) == (
             f"{tmp_path / 'blended'}: its run's submission blends the classical baseline in at weight 0.5; these "
             f"scores are the final models' mean alone (the run's predictions/submission.csv holds the blend for its "
             f"test clips)")
-    for given in ("plain", "plain/final", "blended/final/runs/s0_R2"):
+    for given in ("plain", "plain/final", "chose_zero", "blended/final/runs/s0_R2"):
         assert blend_warning(tmp_path / given) is None, given
+
+
+def _weighing_data(rng: np.random.Generator) -> tuple[dict, dict]:
+    """Pooled-feature ``data`` of 40 curated clips (folds 0 and 1, 20 each) and 20 noisy clips, 2 classes,
+    one label each, features well separated by class; and ``heldout``: the curated clips as the
+    relabelling check saw them (scores filled in by the test)."""
+    n_cur, n_noisy = 40, 20
+    labels = rng.integers(0, 2, n_cur + n_noisy)
+    targets = np.eye(2, dtype=np.float32)[labels]
+    data = {"clip_id": np.array([f"c{i}" for i in range(n_cur)] + [f"n{i}" for i in range(n_noisy)]),
+            "source": np.array(["curated"] * n_cur + ["noisy"] * n_noisy),
+            "fold": np.array([i % 2 for i in range(n_cur)] + [-1] * n_noisy),
+            "targets": targets, "features": (4 * targets + rng.normal(0, 0.5, targets.shape)).astype(np.float32)}
+    heldout = {"clip_id": data["clip_id"][:n_cur], "fold": data["fold"][:n_cur], "truth": targets[:n_cur].astype(np.float64)}
+    return data, heldout
+
+
+def test_choose_weight_follows_the_held_out_evidence_ties_to_the_smaller_weight():
+    from ray_tagger.baseline import choose_weight
+
+    data, heldout = _weighing_data(np.random.default_rng(0))
+    weights = (0.0, 0.25, 0.75)
+    # relabelling models that rank every clip's label last: one label of two, ranked 2nd → lwlrap 1/2 at w = 0;
+    # at w = 0.25 the inverted scores (0.75 apart) still outweigh any baseline (at most 0.25 apart): 1/2; at
+    # w = 0.75 a baseline that separates the classes by more than 1/3 in probability ranks every label first: 1
+    inverted = {**heldout, "scores": 1.0 - heldout["truth"]}
+    weight, grid = choose_weight(data, inverted, ROW_NAMES[0], 1e-2, weights)
+    assert grid == pytest.approx({0.0: 0.5, 0.25: 0.5, 0.75: 1.0}) and weight == 0.75
+    # perfect relabelling models: every weight ranks every label first (1.0 each); the tie goes to 0
+    perfect = {**heldout, "scores": heldout["truth"].copy()}
+    weight, grid = choose_weight(data, perfect, ROW_NAMES[1], 1e-2, weights)
+    assert grid == pytest.approx({0.0: 1.0, 0.25: 1.0, 0.75: 1.0}) and weight == 0.0
+
+
+def test_choose_weight_fits_each_folds_baseline_without_that_fold(monkeypatch):
+    from ray_tagger.baseline import choose_weight
+
+    data, heldout = _weighing_data(np.random.default_rng(1))
+    seen = []
+    real_fit = baseline.fit_logistic
+
+    def recording_fit(X, Y, *args):
+        seen.append({tuple(np.round(x, 5)) for x in X})
+        return real_fit(X, Y, *args)
+
+    monkeypatch.setattr(baseline, "fit_logistic", recording_fit)
+    choose_weight(data, {**heldout, "scores": heldout["truth"]}, ROW_NAMES[1], 1e-2, (0.0, 0.5))
+    rows = {tuple(np.round(x, 5)): (s, f) for x, s, f in zip(data["features"], data["source"], data["fold"])}
+    assert len(seen) == 2  # one fit per held-out fold (0 and 1)
+    for fold, trained in zip((0, 1), seen):
+        # the curated + noisy row: all noisy clips and the curated clips of the other fold, nothing of this one
+        assert trained == {x for x, (s, f) in rows.items() if s == "noisy" or f != fold}

@@ -29,7 +29,7 @@ REPORT_SYSTEM = {"relabel_R": 8, "relabel_splits": [0, 1, 2], "relabel_folds": [
                  # the check before relabelling (not in the report): chance + 0.1, at most half dropped, else stop
                  "relabel_min_gain": 0.1, "relabel_max_drop": 0.5, "relabel_on_failure": "stop",
                  # the submission is the final models' mean alone (§4.2), no classical baseline blended in
-                 "baseline_weight": 0.0}
+                 "baseline_weights": [0.0]}
 
 
 def _check(resolved: dict) -> None:
@@ -81,15 +81,21 @@ def test_the_model_and_the_features_must_agree_on_the_mel_bands():
     assert resolve("paper", ["features.n_mels=64", "model.n_mels=64"]).model.n_mels == 64
 
 
-def test_float_fields_take_exponent_notation_and_the_baseline_weight_is_checked():
+def test_float_fields_take_exponent_notation_and_the_baseline_weights_are_checked():
     # YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes it as the number
     assert resolve("paper", ["optim.lr=1e-3"]).optim.lr == 0.001
-    assert resolve_system("paper", ["system.baseline_weight=5e-1"]).baseline_weight == 0.5
     assert resolve("paper", ["stream.crop_s=4e0"]).stream.crop_s == 4.0  # a float-or-None field
     assert resolve("paper", ["stream.crop_s=null"]).stream.crop_s is None
-    assert resolve_system("demo").baseline_weight == 0.5 and resolve_system("tiny").baseline_weight == 0.0
     with pytest.raises(ValueError, match="OptimConfig.lr must be a number, got 'fast'"):
         resolve("paper", ["optim.lr=fast"])
-    for bad in ("1", "-0.1", "1.5"):
-        with pytest.raises(ValueError, match=r"baseline_weight must be in \[0, 1\)"):
-            resolve_system("paper", [f"system.baseline_weight={bad}"])
+    # one weight, as a list or a bare number, or several to choose from
+    assert resolve_system("paper", ["system.baseline_weights=[5e-1]"]).baseline_weights == (0.5,)
+    assert resolve_system("paper", ["system.baseline_weights=0.25"]).baseline_weights == (0.25,)
+    assert resolve_system("paper", ["system.baseline_weights=[0, 0.5]"]).baseline_weights == (0.0, 0.5)
+    assert resolve_system("tiny").baseline_weights == (0.0,) and not resolve_system("tiny").blends
+    assert max(resolve_system("demo").baseline_weights) > 0 and resolve_system("demo").blends
+    for bad in ("1", "-0.1", "[0.5, 1.5]", "[]"):
+        with pytest.raises(ValueError, match=r"baseline_weights must be one or more weights in \[0, 1\)"):
+            resolve_system("paper", [f"system.baseline_weights={bad}"])
+    with pytest.raises(ValueError, match="baseline_weights must be numbers, got"):
+        resolve_system("paper", ["system.baseline_weights=[half]"])

@@ -30,8 +30,9 @@ TOLERANCE = 0.03
 """How far the final ensemble's test lwlrap may fall below the best single model's."""
 
 
-BASELINE_WEIGHT = 0.25
-"""The run blends the classical baseline into its submission at this weight (the `demo` preset's is 0.5)."""
+BASELINE_WEIGHTS = (0.25, 0.5)
+"""The run blends the classical baseline into its submission at one of these weights, chosen on the
+relabelling models' held-out folds (the `demo` preset chooses from 0, 0.25, 0.5, 0.75)."""
 
 
 def _env() -> dict:
@@ -45,7 +46,7 @@ def _cli(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
 
 def _run_cmd(run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "ray_tagger", "run", str(run_dir), "--preset", "tiny", "--demo-clips", str(CLIPS), "--demo-classes", "8",
-            "--concurrency", "2", "--set", f"system.baseline_weight={BASELINE_WEIGHT}"]
+            "--concurrency", "2", "--set", f"system.baseline_weights={list(BASELINE_WEIGHTS)}"]
 
 
 def _summaries(root: Path) -> dict[str, float]:
@@ -156,16 +157,39 @@ def test_final_ensemble_is_not_worse_than_its_best_model_and_both_beat_chance(sy
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 10_000
 
 
+def _chosen_weight(run_dir: Path) -> float:
+    return json.loads((run_dir / "baseline" / "submission_weight.json").read_text())["weight"]
+
+
+def test_the_baseline_weight_is_the_best_of_the_choices_on_the_relabelling_held_out_folds(system_run):
+    """The held-out scores `run` weighed are those relabel's check judged (same lwlrap), and the weight
+    it chose is the recorded best (ties to the smaller)."""
+    run_dir, _, again = system_run
+    record = json.loads((run_dir / "baseline" / "submission_weight.json").read_text())
+    with np.load(run_dir / "relabel" / "heldout.npz") as f:
+        heldout = {k: f[k] for k in f.files}
+    check = json.loads((run_dir / "relabel" / "summary.json").read_text())["check"]
+    assert abs(lwlrap(heldout["truth"], heldout["scores"])[0] - check["heldout_lwlrap"]) < 1e-9
+    assert set(heldout["fold"].tolist()) == set(record["folds"]) == {0, 1, 2}  # the tiny preset's relabel_folds
+    assert record["heldout_clips"] == len(heldout["clip_id"]) and record["weights"] == list(BASELINE_WEIGHTS)
+    grid = {float(w): v for w, v in record["heldout_lwlrap"].items()}
+    assert set(grid) == set(BASELINE_WEIGHTS) and all(0.0 < v <= 1.0 for v in grid.values())
+    assert record["weight"] == min(w for w in grid if grid[w] == max(grid.values()))
+    assert json.loads((run_dir / "results.json").read_text())["submission_weighing"] == record
+    assert f"→ {record['weight']:g}" in again.stderr and "baseline weight: held-out lwlrap of the relabelling models" in again.stderr
+
+
 def test_the_submission_blends_the_chosen_baseline_row_into_the_members_mean(system_run):
     """submission = (1 - w) · members' mean + w · baseline, checked backwards: the baseline scores it
     implies are probabilities and score exactly one of the table's two baseline rows."""
     run_dir, _, again = system_run
+    weight = _chosen_weight(run_dir)
     saved = np.load(run_dir / "predictions" / "test_scores.npz")
     fnames, classes, members = saved["fnames"].tolist(), saved["classes"].tolist(), saved["scores"]
     with open(run_dir / "predictions" / "submission.csv", newline="") as f:
         submitted = {r["fname"]: [float(r[c]) for c in classes] for r in csv.DictReader(f)}
     submission = np.array([submitted[n] for n in fnames])
-    implied = (submission - (1 - BASELINE_WEIGHT) * members.mean(axis=1)) / BASELINE_WEIGHT
+    implied = (submission - (1 - weight) * members.mean(axis=1)) / weight
     assert implied.min() > -1e-5 and implied.max() < 1 + 1e-5
     assert np.abs(implied - members.mean(axis=1)).max() > 0.05, "the submission is not just the members' mean"
     from tests.test_train import _truth
@@ -177,10 +201,10 @@ def test_the_submission_blends_the_chosen_baseline_row_into_the_members_mean(sys
     assert len(baseline_rows) == 2
     assert min(abs(lwlrap(truth, implied)[0] - v) for v in baseline_rows) < 1e-6, (lwlrap(truth, implied)[0], baseline_rows)
     blended = [k for k in rows if k.startswith("ensemble (all) + baseline (")]
-    assert blended == [f"{blended[0].split(' at weight')[0]} at weight {BASELINE_WEIGHT:g}"]
+    assert blended == [f"{blended[0].split(' at weight')[0]} at weight {weight:g}"]
     assert abs(rows[blended[0]] - lwlrap(truth, submission)[0]) < 1e-9
     assert blended[0] in again.stdout  # the results table
-    assert "submission: the final models' mean score × 0.75 + the classical baseline" in again.stderr  # a stage line
+    assert f"submission: the final models' mean score × {1 - weight:g} + the classical baseline" in again.stderr  # a stage line
 
 
 def test_rerunning_a_complete_run_trains_nothing(system_run):
@@ -205,7 +229,8 @@ def test_predict_then_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_p
     out = tmp_path / "submission.csv"
     done = _cli("predict", str(run_dir), str(run_dir / "shards"), "--out", str(out), "--num-cpus", "4")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "blends the classical baseline in at weight 0.25; these scores are the final models' mean alone" in done.stderr
+    assert (f"blends the classical baseline in at weight {_chosen_weight(run_dir):g}; these scores are the final "
+            "models' mean alone") in done.stderr
     evaluated = _cli("evaluate", str(out), str(run_dir / "demo-data-test-labels.csv"))
     assert evaluated.returncode == 0, evaluated.stderr
     overall = float(evaluated.stdout.split("overall lwlrap:")[1].split()[0])
