@@ -294,6 +294,74 @@ def choose_weight(data: dict, heldout: dict, row: str, l2: float, weights: tuple
     return max(scores, key=lambda w: (scores[w], -w)), scores
 
 
+def fit_row(data: dict, row: str, l2: float, config: BaselineConfig = BaselineConfig()) -> LogisticModel:
+    """Baseline ``row`` fitted at ``l2`` on all its training clips of ``data`` (:func:`cached_features`): the
+    model whose test scores :func:`fit_baselines` reports (the fit is deterministic)."""
+    _, X, Y, _ = _row(data, row_sources(row), -1)
+    return fit_logistic(X, Y, l2, config.max_iter, config.threads)
+
+
+BLEND_FILE = "submission_baseline.npz"
+"""In a run's ``baseline/``: the baseline row its submission blends in, with the weight (:func:`save_blend`)."""
+
+
+@dataclass(frozen=True)
+class BaselineBlend:
+    """The classical baseline of a run's submission: ``model`` (the row fitted on all its training clips),
+    ``weight`` in the blend, its ``row`` name, and the ``classes``, log-mel ``features`` (a
+    :class:`FeatureConfig` dict) and normalisation ``stats`` (:meth:`NormStats.to_json`) of its inputs."""
+
+    model: LogisticModel
+    weight: float
+    row: str
+    classes: list[str]
+    features: dict
+    stats: dict
+
+    def check(self, meta: dict) -> None:
+        """Refuse to blend with models whose metadata (``classes``, ``features``, ``stats``, as in a model
+        file) name another vocabulary, other log-mel settings or another normalisation than the baseline's."""
+        if (list(meta["classes"]) != self.classes or dict(meta["features"]) != self.features
+                or not np.allclose(meta["stats"]["mean"], self.stats["mean"])
+                or not np.isclose(meta["stats"]["std"], self.stats["std"])):
+            raise ValueError("the run's classical baseline was fitted on other classes, features or normalisation than "
+                             "its final models'")
+
+    def apply(self, members: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+        """``(N, M, K)`` members' scores, ``(N, 3F)`` pooled features (:func:`pooled_clip`) ``-> (N, K)``."""
+        return blend(members, self.model.predict(pooled), self.weight)
+
+
+def save_blend(path: str | Path, blend_: BaselineBlend) -> None:
+    """Write ``blend_`` to ``path`` (``.npz``, no pickles)."""
+    m = blend_.model
+    meta = {"weight": blend_.weight, "row": blend_.row, "classes": blend_.classes, "features": blend_.features,
+            "stats": blend_.stats}
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=m.mean, std=m.std, weight=m.weight, bias=m.bias, meta=np.array(json.dumps(meta)))
+    location(path).write_bytes(buffer.getvalue())
+
+
+def load_blend(run_dir: str | Path) -> BaselineBlend | None:
+    """The baseline blended into the submission of the ``ray-tagger run`` folder ``run_dir`` (or its
+    ``final/``), or None: another kind of folder, or a run whose submission is the final models' alone."""
+    root = location(run_dir)
+    run_root = root if (root / "run.json").is_file() else root.parent if root.name == "final" else None
+    path = None if run_root is None else run_root / "baseline" / BLEND_FILE
+    if path is None or not (run_root / "run.json").is_file() or not path.is_file():
+        return None
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        model = LogisticModel(f["mean"], f["std"], f["weight"], f["bias"])
+    return BaselineBlend(model, float(meta["weight"]), meta["row"], list(meta["classes"]), meta["features"], meta["stats"])
+
+
+def pooled_clip(feat: np.ndarray) -> np.ndarray:
+    """``(F, N)`` one clip's normalised log-mel ``-> (3F,)`` its pooled features (:func:`pooled_features`)."""
+    x = torch.from_numpy(np.ascontiguousarray(feat, np.float32))[None]
+    return pooled_features(x, torch.tensor([x.shape[-1]])).numpy()[0]
+
+
 def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, features: FeatureConfig = FeatureConfig(),
                   config: BaselineConfig = BaselineConfig()) -> dict[str, dict]:
     """Both rows' held-out lwlrap on the curated clips of ``fold``, fitted on the row's other training

@@ -188,10 +188,10 @@ def _place(text: str) -> str:
     return text
 
 
-def _warn_if_blended(run_dir) -> None:
+def _warn_if_blended(run_dir, what: str) -> None:
     from .infer import blend_warning
 
-    warning = blend_warning(run_dir)
+    warning = blend_warning(run_dir, what)
     if warning:
         log.warning(warning)
 
@@ -202,18 +202,20 @@ def _predict(args: argparse.Namespace) -> int:
     from .runtime import ensure_ray
 
     check_model_files(member_paths(args.run_dir))  # refuse a foreign model file before Ray starts
-    _warn_if_blended(args.run_dir)
     ensure_ray(args.num_cpus)
     done = predict(args.run_dir, args.inputs, args.out, args.actors)
-    print(f"{done['rows']} rows × {done['classes']} classes (mean of {done['members']} models) → {done['out']}")
+    weight = done["baseline_weight"]
+    what = f"mean of {done['members']} models" if not weight else \
+        f"mean of {done['members']} models × {1 - weight:g} + the run's classical baseline × {weight:g}, as its submission"
+    print(f"{done['rows']} rows × {done['classes']} classes ({what}) → {done['out']}")
     return 0
 
 
 def _tag(args: argparse.Namespace) -> int:
     from .predict import tag, tag_seconds
 
-    _warn_if_blended(args.run_dir)
     if args.frames:
+        _warn_if_blended(args.run_dir, "tag --frames")
         for path, seconds in tag_seconds(args.run_dir, args.files, args.top, args.window):
             print(f"{path}:")
             for i, top in enumerate(seconds):
@@ -227,10 +229,10 @@ def _tag(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    _warn_if_blended(args.run_dir)
     done = export(args.run_dir, args.out)
-    print(f"{done['members']} models, {done['classes']} classes → {done['out']} ({done['bytes'] / 1e6:.1f} MB, TorchScript: "
-          f"torch.jit.load(path)(wave) → scores, .classes the vocabulary)")
+    blended = f" blended with the run's classical baseline at weight {done['baseline_weight']:g}," if done["baseline_weight"] else ""
+    print(f"{done['members']} models,{blended} {done['classes']} classes → {done['out']} ({done['bytes'] / 1e6:.1f} MB, "
+          f"TorchScript: torch.jit.load(path)(wave) → scores, .classes the vocabulary)")
     return 0
 
 

@@ -54,22 +54,18 @@ def member_paths(run_dir: str | Path) -> list[Path]:
     raise FileNotFoundError(f"{root}: no ensemble.json, final/ensemble.json or model.pt; is it a run folder?")
 
 
-def blend_warning(run_dir: str | Path) -> str | None:
-    """For ``predict``, ``tag`` and ``export``: a line saying that the ``ray-tagger run`` folder
-    ``run_dir`` (or its ``final/``) submitted a blend with the classical baseline (its
-    ``baseline/submission_weight.json`` holds a weight above 0, ``system.baseline_weights``) while their
-    scores are the final models' alone; else None."""
+def blend_warning(run_dir: str | Path, what: str) -> str | None:
+    """For the commands that score with the final models alone (``what``: ``tag --frames``, ``export``): a
+    line saying that the ``ray-tagger run`` folder ``run_dir`` (or its ``final/``) submitted a blend with
+    the classical baseline (:func:`~ray_tagger.baseline.load_blend`); else None."""
+    from .baseline import load_blend
+
+    blend = load_blend(run_dir)
+    if blend is None:
+        return None
     root = location(run_dir)
-    run_root = root if (root / "run.json").is_file() else root.parent if root.name == "final" else None
-    record = None if run_root is None else run_root / "baseline" / "submission_weight.json"
-    if record is None or not (run_root / "run.json").is_file() or not record.is_file():
-        return None
-    weight = json.loads(record.read_text())["weight"]
-    if not weight:
-        return None
-    return (f"{run_root}: its run's submission blends the classical baseline in at weight {weight:g}; these "
-            f"scores are the final models' mean alone (the run's predictions/submission.csv holds the blend "
-            f"for its test clips)")
+    return (f"{root.parent if root.name == 'final' else root}: its run's submission blends the classical baseline in at "
+            f"weight {blend.weight:g}; {what} scores with the final models alone")
 
 
 def load_member(path: str | Path, channels_last: bool = True) -> tuple[CRNN, dict]:
@@ -123,9 +119,12 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 class EnsembleScorer:
     """Scores waves with every member. ``__call__``: a batch of input rows (see module doc) →
     ``key (B',)``, ``scores (B', M, K)`` float32, ``error (B',)`` (B' = examples, two per split for
-    excerpts; ``error`` is non-empty only for an audio file that could not be read)."""
+    excerpts; ``error`` is non-empty only for an audio file that could not be read); with ``pooled``
+    also ``pooled (B', 3F)``, the classical baseline's features of each example
+    (:func:`~ray_tagger.baseline.pooled_clip`, from the same normalised log-mel)."""
 
-    def __init__(self, members: list[str], kind: str, audio_format: str | None = None, splits: list[int] | None = None):
+    def __init__(self, members: list[str], kind: str, audio_format: str | None = None, splits: list[int] | None = None,
+                 pooled: bool = False):
         import torch
 
         from .features import LogMel
@@ -142,7 +141,7 @@ class EnsembleScorer:
         self.stats = NormStats.from_json(meta["stats"])
         self.logmel = LogMel(self.features)
         self.window = window_frames(meta.get("crop_s"), self.features)
-        self.kind, self.audio_format, self.splits = kind, audio_format, splits or []
+        self.kind, self.audio_format, self.splits, self.pooled = kind, audio_format, splits or [], pooled
 
     def _waves(self, rows: list[dict], bad: list[tuple[str, str]]) -> tuple[list[str], list[np.ndarray]]:
         """Keys and waves of ``rows``; an unreadable file (``files`` only) goes to ``bad`` as (key, message)."""
@@ -171,40 +170,56 @@ class EnsembleScorer:
 
     def scores(self, waves: list[np.ndarray]) -> np.ndarray:
         """``B waves (T_b,) -> (B, M, K)`` eval-mode scores (:func:`~ray_tagger.scoring.score_features`)."""
-        return score_features(self.models, normalized_clips(self.logmel, self.stats, waves), self.window, batch_size=BATCH)
+        return self.scores_and_pooled(waves)[0]
+
+    def scores_and_pooled(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``B waves (T_b,) -> (B, M, K)`` scores and, with ``pooled``, ``(B, 3F)`` pooled features (else None)."""
+        from .baseline import pooled_clip
+
+        feats = normalized_clips(self.logmel, self.stats, waves)
+        pooled = np.stack([pooled_clip(f) for f in feats]) if self.pooled else None
+        return score_features(self.models, feats, self.window, batch_size=BATCH), pooled
 
     def __call__(self, batch: pa.Table) -> dict:
-        """``-> {key, scores (B, M, K), error}``: a file that could not be read is a row of zero scores
-        with its message in ``error`` (empty for the rows that were scored)."""
+        """``-> {key, scores (B, M, K), error}`` (and ``pooled (B, 3F)``): a file that could not be read is a
+        row of zeros with its message in ``error`` (empty for the rows that were scored)."""
         bad: list[tuple[str, str]] = []
         keys, waves = self._waves(batch.to_pylist(), bad)
-        scores = self.scores(waves) if waves else np.zeros((0, len(self.models), len(self.classes)), np.float32)
+        width = 3 * self.features.n_mels
+        scores, pooled = self.scores_and_pooled(waves) if waves else \
+            (np.zeros((0, len(self.models), len(self.classes)), np.float32), np.zeros((0, width), np.float32))
         if bad:
             scores = np.concatenate([scores, np.zeros((len(bad), *scores.shape[1:]), scores.dtype)])
-        return {"key": np.array(keys + [k for k, _ in bad], dtype=object), "scores": scores,
-                "error": np.array([""] * len(keys) + [m for _, m in bad], dtype=object)}
+        out = {"key": np.array(keys + [k for k, _ in bad], dtype=object), "scores": scores,
+               "error": np.array([""] * len(keys) + [m for _, m in bad], dtype=object)}
+        if self.pooled:
+            out["pooled"] = np.concatenate([pooled, np.zeros((len(bad), width), np.float32)]) if bad else pooled
+        return out
 
 
 def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_format: str | None = None,
           splits: list[int] | None = None, actors: int = 1, rows_per_batch: int = 8,
-          bad: list[tuple[str, str]] | None = None) -> tuple[list[str], np.ndarray]:
+          bad: list[tuple[str, str]] | None = None, pooled: list[np.ndarray] | None = None) -> tuple[list[str], np.ndarray]:
     """Run :class:`EnsembleScorer` over ``ds`` on an actor pool; ``-> keys, (N, M, K)`` scores of the inputs
     that could be read. Unreadable files (``files``) are appended to ``bad`` as (name, message), or raise
-    when ``bad`` is None."""
+    when ``bad`` is None. Given a list, ``pooled`` receives one ``(N, 3F)`` array: the same inputs' pooled
+    log-mel features (the classical baseline's input), row for row."""
     scored = ds.map_batches(
         EnsembleScorer,
         fn_constructor_kwargs={"members": [str(location(p)) for p in members], "kind": kind,
-                               "audio_format": audio_format, "splits": splits},
+                               "audio_format": audio_format, "splits": splits, "pooled": pooled is not None},
         batch_size=rows_per_batch, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
     )
     scored.set_name(f"ensemble_scores_{kind}")  # how the pipeline shows in the dashboard and the logs
-    keys, scores, failed, rows = [], [], [], 0
+    keys, scores, features, failed, rows = [], [], [], [], 0
     with count_progress(f"scoring ({kind})", "examples") as advance:
         for b in scored.iter_batches(batch_size=64, batch_format="numpy"):
             ok = b["error"] == ""
             keys.extend(b["key"][ok].tolist())
             scores.append(b["scores"][ok])
+            if pooled is not None:
+                features.append(b["pooled"][ok])
             failed.extend(zip(b["key"][~ok].tolist(), b["error"][~ok].tolist()))
             rows += len(b["key"])
             advance(len(b["key"]))
@@ -216,6 +231,8 @@ def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_form
         bad.extend(failed)
     if not keys:
         raise ValueError(f"nothing could be scored: all {rows} inputs are unreadable" if rows else "nothing to score: the input has no rows")
+    if pooled is not None:
+        pooled.append(np.concatenate(features))
     return keys, np.concatenate(scores)
 
 

@@ -6,7 +6,8 @@ RUN_DIR holds ``demo-data/`` (without DATA_DIR), ``shards/``, ``relabel/``, ``fi
 ``predictions/`` (``submission.csv``, ``test_scores.npz`` with every member's scores and the submission's:
 the members' mean, or with ``system.baseline_weights`` its blend with the classical baseline),
 ``baseline/`` (the classical baseline's pooled features, ``baseline.json`` and, when it may blend,
-``submission_weight.json``: the weight used and, with several to choose from, their held-out lwlrap),
+``submission_weight.json``: the weight used and, with several to choose from, their held-out lwlrap;
+``submission_baseline.npz``: the blended row's model, which ``predict``, ``tag`` and ``export`` apply too),
 ``results.json``, ``plots/`` and ``run.json`` (the inputs and the preset). An interrupted run resumes: prepare is
 idempotent, finished training runs are not retrained, unfinished ones resume from their
 checkpoints, and later stages redo only what they have not written.
@@ -14,6 +15,7 @@ checkpoints, and later stages redo only what they have not written.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -182,13 +184,18 @@ def run(
 def _submission_weight(shards: Path, run_dir: Path, row: str, system: SystemConfig, job: TrainJobConfig) -> tuple[float, dict]:
     """The baseline's weight in the submission: ``system.baseline_weights``' only value, or the one
     :func:`~ray_tagger.baseline.choose_weight` picks on the relabelling's held-out curated clips;
-    ``-> (weight, record)``, the record also written to ``baseline/submission_weight.json``."""
-    from .baseline import BaselineConfig, cached_features, choose_weight
+    ``-> (weight, record)``, the record also written to ``baseline/submission_weight.json``. With a
+    weight above 0, the row's model and the weight go to ``baseline/`` + :data:`~ray_tagger.baseline.BLEND_FILE`,
+    from which ``predict`` and ``tag`` blend as the submission did."""
+    from .baseline import BLEND_FILE, BaselineBlend, BaselineConfig, cached_features, choose_weight, fit_row, save_blend
     from .relabel import HELDOUT
     from .stream import shard_meta
 
     weights = system.baseline_weights
     record = {"row": row, "weights": list(weights), "weight": weights[0]}
+    classes, stats, _ = shard_meta(shards, job.features)
+    l2 = json.loads((run_dir / "baseline" / "baseline.json").read_text())["rows"][row]["l2"]
+    data, _ = cached_features(shards, run_dir / "baseline", job.features, BaselineConfig())
     if len(weights) > 1:
         path = run_dir / "relabel" / HELDOUT
         if not path.is_file():
@@ -196,10 +203,8 @@ def _submission_weight(shards: Path, run_dir: Path, row: str, system: SystemConf
                                     "(a relabel stage of an older version?); give one weight")
         with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
             heldout = {k: f[k] for k in f.files}
-        if heldout["classes"].tolist() != shard_meta(shards, job.features)[0]:
+        if heldout["classes"].tolist() != classes:
             raise ValueError(f"{path}: scores other classes than {shards}")
-        l2 = json.loads((run_dir / "baseline" / "baseline.json").read_text())["rows"][row]["l2"]
-        data, _ = cached_features(shards, run_dir / "baseline", job.features, BaselineConfig())
         weight, grid = choose_weight(data, heldout, row, l2, weights)
         record.update(weight=weight, heldout_clips=int(len(heldout["clip_id"])), folds=sorted(set(heldout["fold"].tolist())),
                       heldout_lwlrap={f"{w:g}": v for w, v in grid.items()})
@@ -207,6 +212,9 @@ def _submission_weight(shards: Path, run_dir: Path, row: str, system: SystemConf
                    "of folds %s: %s → %g", row, record["heldout_clips"], record["folds"],
               ", ".join(f"w {w:g} {v:.3f}" for w, v in grid.items()), weight)
     (run_dir / "baseline" / "submission_weight.json").write_text(json.dumps(record, indent=1))
+    if record["weight"] > 0:
+        save_blend(run_dir / "baseline" / BLEND_FILE, BaselineBlend(
+            fit_row(data, row, l2), record["weight"], row, classes, dataclasses.asdict(job.features), stats.to_json()))
     return record["weight"], record
 
 

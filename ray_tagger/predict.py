@@ -4,7 +4,9 @@
 a ``.txt`` list of audio paths, scores them with Ray Data actors (:mod:`ray_tagger.infer`) and
 writes a Kaggle submission (``fname`` + one column per class, in the vocabulary's order).
 ``tag`` scores a few files in this process and returns their top classes; ``tag_seconds`` does
-so for every second of each file. Audio files that cannot be read are skipped with one log line
+so for every second of each file. Given a ``ray-tagger run`` folder whose submission blended in the
+classical baseline (:func:`~ray_tagger.baseline.load_blend`), ``predict`` and ``tag`` blend it in
+the same way; ``tag_seconds`` scores with the final models alone. Audio files that cannot be read are skipped with one log line
 each; only when nothing could be read is it an error.
 """
 
@@ -43,8 +45,10 @@ def resolve_inputs(inputs: list[str | Path]) -> tuple[str, object]:
     return "files", files
 
 
-def predict_scores(run_dir: str | Path, inputs: list[str | Path], actors: int = 1) -> tuple[list[str], np.ndarray, list[str], list[Path]]:
-    """``-> fnames, (N, M, K) per-member scores, classes, member paths`` (inputs as in :func:`resolve_inputs`)."""
+def predict_scores(run_dir: str | Path, inputs: list[str | Path], actors: int = 1,
+                   pooled: list[np.ndarray] | None = None) -> tuple[list[str], np.ndarray, list[str], list[Path]]:
+    """``-> fnames, (N, M, K) per-member scores, classes, member paths`` (inputs as in :func:`resolve_inputs`);
+    ``pooled``, given a list, receives the ``(N, 3F)`` pooled features of the same inputs (:func:`~ray_tagger.infer.score`)."""
     from .stream import shard_meta
 
     members = member_paths(run_dir)
@@ -52,10 +56,10 @@ def predict_scores(run_dir: str | Path, inputs: list[str | Path], actors: int = 
     kind, what = resolve_inputs(inputs)
     if kind == "shards":
         _, _, audio_format = shard_meta(what)
-        keys, scores = score(shard_rows(what, "test", actors), members, "clips", audio_format, actors=actors)
+        keys, scores = score(shard_rows(what, "test", actors), members, "clips", audio_format, actors=actors, pooled=pooled)
     else:
         bad: list[tuple[str, str]] = []
-        keys, scores = score(file_rows(what), members, "files", actors=actors, bad=bad)
+        keys, scores = score(file_rows(what), members, "files", actors=actors, bad=bad, pooled=pooled)
         _report_bad(bad, len(keys) + len(bad))
     return keys, scores, classes, members
 
@@ -70,10 +74,24 @@ def write_submission(path: str | Path, fnames: list[str], scores: np.ndarray, cl
 
 
 def predict(run_dir: str | Path, inputs: list[str | Path], out: str | Path, actors: int = 1) -> dict:
-    """Ensemble-averaged scores of ``inputs`` into the submission ``out``."""
-    fnames, scores, classes, members = predict_scores(run_dir, inputs, actors)
-    write_submission(out, fnames, scores.mean(axis=1), classes)
-    return {"rows": len(fnames), "members": len(members), "classes": len(classes), "out": str(out)}
+    """Ensemble-averaged scores of ``inputs`` into the submission ``out``, blended with the run's classical
+    baseline as its own submission was, if it was (``baseline_weight`` in the result: its weight, or 0)."""
+    blend = _blend(run_dir)
+    pooled = None if blend is None else []
+    fnames, scores, classes, members = predict_scores(run_dir, inputs, actors, pooled)
+    write_submission(out, fnames, scores.mean(axis=1) if blend is None else blend.apply(scores, pooled[0]), classes)
+    return {"rows": len(fnames), "members": len(members), "classes": len(classes), "out": str(out),
+            "baseline_weight": 0.0 if blend is None else blend.weight}
+
+
+def _blend(run_dir: str | Path):
+    """The run's :class:`~ray_tagger.baseline.BaselineBlend`, checked against its final models, or None."""
+    from .baseline import load_blend
+
+    blend = load_blend(run_dir)
+    if blend is not None:
+        blend.check(check_model_files(member_paths(run_dir))[0])
+    return blend
 
 
 def _report_bad(bad: list[tuple[str, str]], total: int) -> None:
@@ -106,10 +124,13 @@ def _top(row: np.ndarray, classes: list[str], top: int) -> list[tuple[str, float
 
 def tag(run_dir: str | Path, files: list[str | Path], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
     """``-> [(file, [(class, score)] * top)]``: the ensemble's top classes per readable file (in this
-    process; a model file that is not code-free is refused as it loads, :mod:`ray_tagger.modelfile`)."""
-    scorer = EnsembleScorer([str(m) for m in member_paths(run_dir)], "files")
+    process; a model file that is not code-free is refused as it loads, :mod:`ray_tagger.modelfile`),
+    blended with the run's classical baseline as :func:`predict` does."""
+    blend = _blend(run_dir)
+    scorer = EnsembleScorer([str(m) for m in member_paths(run_dir)], "files", pooled=blend is not None)
     good, waves = _readable(files, scorer.features.sample_rate)
-    mean = scorer.scores(waves).mean(axis=1)
+    scores, pooled = scorer.scores_and_pooled(waves)
+    mean = scores.mean(axis=1) if blend is None else blend.apply(scores, pooled)
     return [(str(f), _top(row, scorer.classes, top)) for f, row in zip(good, mean)]
 
 

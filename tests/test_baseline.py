@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -175,24 +176,56 @@ def test_best_row_is_the_one_better_on_its_held_out_fold_ties_to_the_larger():
     assert best_row(no_fold) == ROW_NAMES[1]
 
 
-def test_predict_tag_and_export_warn_only_for_a_run_folder_that_blends(tmp_path):
+def _saved_blend(weight: float = 0.4):
+    from ray_tagger.baseline import BaselineBlend, LogisticModel
+    from ray_tagger.features import FeatureConfig
+
+    model = LogisticModel(np.array([0.0, 1.0]), np.array([1.0, 2.0]), np.array([[1.0, -1.0], [0.5, 0.0]]), np.array([0.0, 1.0]))
+    return BaselineBlend(model, weight, ROW_NAMES[1], ["a", "b"], dataclasses.asdict(FeatureConfig()),
+                         {"mean": [0.5] * 128, "std": 2.0, "frames": 10})
+
+
+def test_a_saved_blend_reads_back_and_blends_hand_computed(tmp_path):
+    from ray_tagger.baseline import BLEND_FILE, load_blend, save_blend
+
+    saved = _saved_blend()
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    (tmp_path / "run" / "baseline").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    assert load_blend(tmp_path / "run") is None  # a run that does not blend writes no file
+    save_blend(tmp_path / "run" / "baseline" / BLEND_FILE, saved)
+    for given in ("run", "run/final"):
+        back = load_blend(tmp_path / given)
+        assert (back.weight, back.row, back.classes, back.features, back.stats) == \
+            (saved.weight, saved.row, saved.classes, saved.features, saved.stats)
+    # pooled [2, 5]: standardised [2, 2]; logits [2 + 1 + 0, -2 + 0 + 1] = [3, -1]
+    pooled, members = np.array([[2.0, 5.0]]), np.array([[[0.2, 0.6], [0.4, 0.2]]])  # members' mean [0.3, 0.4]
+    sigmoid = 1 / (1 + np.exp(-np.array([3.0, -1.0])))
+    assert np.allclose(back.apply(members, pooled), [0.6 * np.array([0.3, 0.4]) + 0.4 * sigmoid])
+    meta = {"classes": ["a", "b"], "features": saved.features, "stats": {"mean": [0.5] * 128, "std": 2.0, "frames": 3}}
+    back.check(meta)  # frames are not part of the normalisation
+    for bad in ({"classes": ["b", "a"]}, {"features": {**saved.features, "n_mels": 64}}, {"stats": {"mean": [0.6] * 128, "std": 2.0}},
+                {"stats": {"mean": [0.5] * 128, "std": 2.5}}):
+        with pytest.raises(ValueError, match="fitted on other classes, features or normalisation"):
+            back.check({**meta, **bad})
+
+
+def test_tag_frames_and_export_warn_only_for_a_run_folder_that_blends(tmp_path):
+    from ray_tagger.baseline import BLEND_FILE, save_blend
     from ray_tagger.infer import blend_warning
 
-    # the weight the run used (chosen, or its only one) is in baseline/submission_weight.json; a run that
-    # never blends (weights (0,)) writes none
-    for name, weight in (("blended", 0.5), ("chose_zero", 0.0), ("plain", None)):
+    for name, weight in (("blended", 0.5), ("plain", None)):
         (tmp_path / name / "final" / "runs" / "s0_R2").mkdir(parents=True)
         (tmp_path / name / "baseline").mkdir()
-        (tmp_path / name / "run.json").write_text(json.dumps({"system": {"baseline_weights": [weight or 0.0]}}))
+        (tmp_path / name / "run.json").write_text("{}")
         if weight is not None:
-            (tmp_path / name / "baseline" / "submission_weight.json").write_text(json.dumps({"weight": weight}))
+            save_blend(tmp_path / name / "baseline" / BLEND_FILE, _saved_blend(weight))
     for given in ("blended", "blended/final"):
-        assert blend_warning(tmp_path / given) == (
-            f"{tmp_path / 'blended'}: its run's submission blends the classical baseline in at weight 0.5; these "
-            f"scores are the final models' mean alone (the run's predictions/submission.csv holds the blend for its "
-            f"test clips)")
-    for given in ("plain", "plain/final", "chose_zero", "blended/final/runs/s0_R2"):
-        assert blend_warning(tmp_path / given) is None, given
+        assert blend_warning(tmp_path / given, "export") == (
+            f"{tmp_path / 'blended'}: its run's submission blends the classical baseline in at weight 0.5; export "
+            f"scores with the final models alone")
+    for given in ("plain", "plain/final", "blended/final/runs/s0_R2"):
+        assert blend_warning(tmp_path / given, "export") is None, given
 
 
 def _weighing_data(rng: np.random.Generator) -> tuple[dict, dict]:

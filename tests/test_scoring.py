@@ -99,3 +99,44 @@ def test_export_scores_equal_the_ensemble_scorer_and_carry_the_vocabulary(tmp_pa
     for n in (20_000, 88_200, 300_001):
         wave = (0.1 * rng.standard_normal(n)).astype(np.float32)
         np.testing.assert_allclose(tagger(torch.from_numpy(wave)).numpy(), scorer.scores([wave]).mean(axis=1)[0], atol=1e-5)
+
+
+def test_a_blending_runs_export_and_tag_blend_its_classical_baseline(tmp_path):
+    """A `run` folder whose submission blends the baseline in (its baseline/submission_baseline.npz):
+    the exported file and `tag` give ``(1 - w) ·`` the members' mean ``+ w ·`` the logistic regression
+    on the pooled statistics, computed here with numpy from the scorer's normalised log-mel."""
+    import dataclasses
+    import json
+
+    from ray_tagger.baseline import BLEND_FILE, BaselineBlend, LogisticModel, save_blend
+    from ray_tagger.cli import main
+    from ray_tagger.config import resolve_features
+    from ray_tagger.features import normalized_clips
+    from ray_tagger.infer import EnsembleScorer
+    from ray_tagger.predict import tag
+
+    run = tmp_path / "run"
+    for name, seed in (("one", 1), ("two", 2)):
+        random_model_run(run / "final" / "runs" / name, CLASSES, seed=seed)
+    (run / "final" / "ensemble.json").write_text(json.dumps({"members": ["runs/one/model.pt", "runs/two/model.pt"]}))
+    (run / "run.json").write_text("{}")
+    (run / "baseline").mkdir()
+    features = resolve_features("tiny")
+    rng = np.random.default_rng(3)
+    D = 3 * features.n_mels
+    model = LogisticModel(rng.normal(0, 1, D), rng.uniform(0.5, 2, D), rng.normal(0, 0.3, (D, 3)), rng.normal(0, 1, 3))
+    save_blend(run / "baseline" / BLEND_FILE, BaselineBlend(model, 0.3, "r", CLASSES, dataclasses.asdict(features),
+                                                            {"mean": [0.0] * features.n_mels, "std": 1.0, "frames": 1}))
+    assert main(["export", str(run), str(tmp_path / "tagger.pt")]) == 0
+    tagger = torch.jit.load(str(tmp_path / "tagger.pt"))
+    assert tagger.baseline_weight == pytest.approx(0.3)
+    scorer = EnsembleScorer([str(run / "final" / "runs" / n / "model.pt") for n in ("one", "two")], "files")
+    waves = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (20_000, 300_001)]
+    for i, wave in enumerate(waves):
+        f = normalized_clips(scorer.logmel, scorer.stats, [wave])[0]
+        pooled = np.concatenate([f.mean(1), f.std(1), f.max(1)])
+        expected = 0.7 * scorer.scores([wave]).mean(axis=1)[0] + 0.3 * model.predict(pooled[None])[0]
+        np.testing.assert_allclose(tagger(torch.from_numpy(wave)).numpy(), expected, atol=1e-5)
+        sf.write(tmp_path / f"w{i}.wav", wave, 44100, subtype="FLOAT")
+        (_, top), = tag(run, [tmp_path / f"w{i}.wav"], top=3)
+        assert {c: s for c, s in top} == pytest.approx(dict(zip(CLASSES, expected)), abs=1e-5)

@@ -218,51 +218,69 @@ def test_rerunning_a_complete_run_trains_nothing(system_run):
     assert "is complete; nothing to relabel" in done.stderr
 
 
-def test_predict_then_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_path):
-    """The CLI's submission scored by the CLI's evaluate equals lwlrap of the members' mean scores
-    computed in this process, from the saved models and features built here from the shards."""
+def test_predict_blends_as_the_submission_did_and_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_path):
+    """`predict` on the run folder blends the classical baseline in as the run's submission did: its
+    output equals submission.csv, and equals, on every test clip, the blend computed in this process
+    from the saved models, the saved baseline and features built here from the shards (the pooled
+    statistics with numpy); the CLI's evaluate of it equals lwlrap of that. The exported TorchScript file
+    blends too and gives predict's scores."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from ray_tagger.baseline import load_blend
+    from ray_tagger.decode import decode, to_float
     from ray_tagger.infer import load_member, member_paths
     from ray_tagger.scoring import score_features
     from tests.test_train import _features, _truth
 
     run_dir, _, _ = system_run
+    weight = _chosen_weight(run_dir)
     out = tmp_path / "submission.csv"
     done = _cli("predict", str(run_dir), str(run_dir / "shards"), "--out", str(out), "--num-cpus", "4")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (f"blends the classical baseline in at weight {_chosen_weight(run_dir):g}; these scores are the final "
-            "models' mean alone") in done.stderr
+    assert f"models × {1 - weight:g} + the run's classical baseline × {weight:g}, as its submission)" in done.stdout
+
+    def read(path: Path) -> dict[str, np.ndarray]:
+        with open(path, newline="") as f:
+            return {r["fname"]: np.array([float(v) for k, v in r.items() if k != "fname"]) for r in csv.DictReader(f)}
+
+    predicted, submitted = read(out), read(run_dir / "predictions" / "submission.csv")
+    assert predicted.keys() == submitted.keys() and len(predicted) == CLIPS // 2
+    assert max(np.abs(predicted[k] - submitted[k]).max() for k in predicted) < 1e-4
     evaluated = _cli("evaluate", str(out), str(run_dir / "demo-data-test-labels.csv"))
     assert evaluated.returncode == 0, evaluated.stderr
     overall = float(evaluated.stdout.split("overall lwlrap:")[1].split()[0])
     members = [load_member(p) for p in member_paths(run_dir)]
     classes = members[0][1]["classes"]
     feats, truth = _features(run_dir / "shards", "test", classes, lambda r: True, _truth(run_dir / "demo-data-test-labels.csv"))
+    rows = pq.read_table(run_dir / "shards" / "audio" / "source=test").to_pylist()  # _features' order
     # the tiny preset trains on 2 s crops: each clip scores as the mean over 2 s windows, 1 s apart
     assert all(meta["crop_s"] == 2.0 for _, meta in members)
     window = 1 + 2 * 44100 // 882  # frames of 2 s at the report's hop
-    here = lwlrap(truth, score_features([m for m, _ in members], feats, window).mean(axis=1))[0]
+    mean_here = score_features([m for m, _ in members], feats, window).mean(axis=1)
+    pooled_here = np.stack([np.concatenate([f.mean(1), f.std(1), f.max(1)]) for f in feats])
+    blend = load_blend(run_dir)
+    assert blend is not None and blend.weight == weight
+    blended_here = (1 - weight) * mean_here + weight * blend.model.predict(pooled_here)
+    assert max(np.abs(predicted[r["clip_id"]] - blended_here[i]).max() for i, r in enumerate(rows)) < 1e-4
+    here = lwlrap(truth, blended_here)[0]
     assert abs(overall - here) < 1e-5, (overall, here)
-    # the exported TorchScript ensemble gives predict's scores on every test clip
-    import pyarrow.parquet as pq
-    import torch
-
-    from ray_tagger.decode import decode, to_float
-
+    assert abs(overall - json.loads((run_dir / "results.json").read_text())["submission_lwlrap"]) < 1e-4
+    # the exported TorchScript ensemble blends the same baseline in: predict's scores on every test clip
     exported = _cli("export", str(run_dir), str(tmp_path / "tagger.pt"))
     assert exported.returncode == 0, exported.stderr
+    assert f"blended with the run's classical baseline at weight {weight:g}," in exported.stdout
     tagger = torch.jit.load(str(tmp_path / "tagger.pt"))
-    with open(out, newline="") as f:
-        submitted = {r["fname"]: np.array([float(r[c]) for c in tagger.classes]) for r in csv.DictReader(f)}
-    rows = pq.read_table(run_dir / "shards" / "audio" / "source=test").to_pylist()
-    assert len(rows) == len(submitted) == CLIPS // 2
-    worst = max(np.abs(tagger(torch.from_numpy(to_float(decode(r["audio"], "flac")))).numpy() - submitted[r["clip_id"]]).max()
+    assert tagger.classes == classes and tagger.baseline_weight == weight
+    worst = max(np.abs(tagger(torch.from_numpy(to_float(decode(r["audio"], "flac")))).numpy() - predicted[r["clip_id"]]).max()
                 for r in rows)
     assert worst < 1e-4, worst
 
 
 def test_tag_downmixes_and_resamples_any_file(system_run, tmp_path):
     """A stereo copy (both channels equal) tags exactly like the mono file; a 48 kHz copy is resampled
-    to 44.1 kHz and gives nearly the same scores; the output lists the top classes."""
+    to 44.1 kHz and gives nearly the same scores; the output lists the top classes, scored as the run's
+    submission (blended with its baseline)."""
     import soundfile as sf
     import torch
     import torchaudio
@@ -282,5 +300,10 @@ def test_tag_downmixes_and_resamples_any_file(system_run, tmp_path):
     assert parsed[0] == parsed[1]
     assert list(parsed[0]) [0] == list(parsed[2])[0]
     assert max(abs(parsed[0][c] - parsed[2].get(c, parsed[0][c])) for c in parsed[0]) < 0.05
+    # tag blends in the run's classical baseline as its submission did: a test clip's printed scores (3
+    # decimals) are its submission.csv scores
+    with open(run_dir / "predictions" / "submission.csv", newline="") as f:
+        submitted = next(r for r in csv.DictReader(f) if r["fname"] == wav.name)
+    assert max(abs(score - float(submitted[c])) for c, score in parsed[0].items()) < 6e-4, (parsed[0], submitted)
     bad = _cli("tag", str(run_dir), str(tmp_path / "missing.wav"))
     assert bad.returncode == 1 and "cannot read audio" in bad.stderr and "Traceback" not in bad.stderr
