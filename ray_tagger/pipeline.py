@@ -186,7 +186,7 @@ def _submission_weight(shards: Path, run_dir: Path, row: str, system: SystemConf
     :func:`~ray_tagger.baseline.choose_weight` picks on the relabelling's held-out curated clips;
     ``-> (weight, record)``, the record also written to ``baseline/submission_weight.json``. With a
     weight above 0, the row's model and the weight go to ``baseline/`` + :data:`~ray_tagger.baseline.BLEND_FILE`,
-    from which ``predict`` and ``tag`` blend as the submission did."""
+    from which ``predict``, ``tag`` and ``export`` blend as the submission did."""
     from .baseline import BLEND_FILE, BaselineBlend, BaselineConfig, cached_features, choose_weight, fit_row, save_blend
     from .relabel import HELDOUT
     from .stream import shard_meta
