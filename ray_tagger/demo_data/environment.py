@@ -260,7 +260,6 @@ def _talker(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     f0 = s.log_uniform(rng, 85.0, 150.0) if rng.random() < 0.5 else s.log_uniform(rng, 160.0, 280.0)
     tract = rng.uniform(0.9, 1.25) * (1.0 if f0 < 155.0 else 1.15)
     rate = rng.uniform(3.0, 6.0)
-    frame_rate = sr / s.stft_sizes(sr)[1]
     voiced, fricative = np.zeros(n), np.zeros(n)
     pitch = np.full(n, f0)
     target_times, targets = [0.0], [VOWELS[int(rng.integers(len(VOWELS)))]]
