@@ -342,18 +342,30 @@ def save_blend(path: str | Path, blend_: BaselineBlend) -> None:
     location(path).write_bytes(buffer.getvalue())
 
 
-def load_blend(run_dir: str | Path) -> BaselineBlend | None:
-    """The baseline blended into the submission of the ``ray-tagger run`` folder ``run_dir`` (or its
-    ``final/``), or None: another kind of folder, or a run whose submission is the final models' alone."""
+def run_root(run_dir: str | Path) -> Path | None:
+    """The ``ray-tagger run`` folder that ``run_dir`` is (it holds ``run.json``) or whose ``final/`` it is; else None."""
     root = location(run_dir)
-    run_root = root if (root / "run.json").is_file() else root.parent if root.name == "final" else None
-    path = None if run_root is None else run_root / "baseline" / BLEND_FILE
-    if path is None or not (run_root / "run.json").is_file() or not path.is_file():
+    for candidate in (root, root.parent if root.name == "final" else None):
+        if candidate is not None and (candidate / "run.json").is_file():
+            return candidate
+    return None
+
+
+def load_blend(run_dir: str | Path, meta: dict | None = None) -> BaselineBlend | None:
+    """The baseline blended into the submission of the ``ray-tagger run`` folder ``run_dir`` (or its
+    ``final/``), or None: another kind of folder, or a run whose submission is the final models' alone.
+    With ``meta`` (a final model's metadata), :meth:`BaselineBlend.check` it against them."""
+    root = run_root(run_dir)
+    path = None if root is None else root / "baseline" / BLEND_FILE
+    if path is None or not path.is_file():
         return None
     with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
+        saved = json.loads(str(f["meta"]))
         model = LogisticModel(f["mean"], f["std"], f["weight"], f["bias"])
-    return BaselineBlend(model, float(meta["weight"]), meta["row"], list(meta["classes"]), meta["features"], meta["stats"])
+    blend_ = BaselineBlend(model, float(saved["weight"]), saved["row"], list(saved["classes"]), saved["features"], saved["stats"])
+    if meta is not None:
+        blend_.check(meta)
+    return blend_
 
 
 def pooled_clip(feat: np.ndarray) -> np.ndarray:

@@ -90,9 +90,7 @@ def export(run_dir: str | Path, out: str | Path) -> dict:
     meta = metas[0]
     models = [load_member(p, channels_last=False)[0] for p in members]  # the default layout: portable
     features = FeatureConfig(**meta["features"])
-    blend = load_blend(run_dir)
-    if blend is not None:
-        blend.check(meta)
+    blend = load_blend(run_dir, meta)
     tagger = EnsembleTagger(models, features, NormStats.from_json(meta["stats"]), window_frames(meta.get("crop_s"), features),
                             meta["classes"], blend).eval()
     for parameter in tagger.parameters():  # inference only: scores come back without autograd history

@@ -58,14 +58,13 @@ def blend_warning(run_dir: str | Path, what: str) -> str | None:
     """For the commands that score with the final models alone (``what``: ``tag --frames``, ``export``): a
     line saying that the ``ray-tagger run`` folder ``run_dir`` (or its ``final/``) submitted a blend with
     the classical baseline (:func:`~ray_tagger.baseline.load_blend`); else None."""
-    from .baseline import load_blend
+    from .baseline import load_blend, run_root
 
     blend = load_blend(run_dir)
     if blend is None:
         return None
-    root = location(run_dir)
-    return (f"{root.parent if root.name == 'final' else root}: its run's submission blends the classical baseline in at "
-            f"weight {blend.weight:g}; {what} scores with the final models alone")
+    return (f"{run_root(run_dir)}: its run's submission blends the classical baseline in at weight {blend.weight:g}; "
+            f"{what} scores with the final models alone")
 
 
 def load_member(path: str | Path, channels_last: bool = True) -> tuple[CRNN, dict]:

@@ -141,8 +141,9 @@ def run(
 
         baselines = fit_baselines(shards, run_dir / "baseline", fnames, truth, job.features)
         if system.blends:
-            row = best_row(json.loads((run_dir / "baseline" / "baseline.json").read_text()))
-            weight, weighing = _submission_weight(shards, run_dir, row, system, job)
+            fitted = json.loads((run_dir / "baseline" / "baseline.json").read_text())
+            row = best_row(fitted)
+            weight, weighing = _submission_weight(shards, run_dir, row, fitted["rows"][row]["l2"], system, job)
             if weight > 0:
                 blended = (f"ensemble (all) + baseline ({row.split(', ')[-1]}) at weight {weight:g}",
                            blend(scores, baselines[row], weight))
@@ -181,8 +182,9 @@ def run(
     return results
 
 
-def _submission_weight(shards: Path, run_dir: Path, row: str, system: SystemConfig, job: TrainJobConfig) -> tuple[float, dict]:
-    """The baseline's weight in the submission: ``system.baseline_weights``' only value, or the one
+def _submission_weight(shards: Path, run_dir: Path, row: str, l2: float, system: SystemConfig,
+                       job: TrainJobConfig) -> tuple[float, dict]:
+    """The baseline's weight in the submission (``row`` at its chosen ``l2``): ``system.baseline_weights``' only value, or the one
     :func:`~ray_tagger.baseline.choose_weight` picks on the relabelling's held-out curated clips;
     ``-> (weight, record)``, the record also written to ``baseline/submission_weight.json``. With a
     weight above 0, the row's model and the weight go to ``baseline/`` + :data:`~ray_tagger.baseline.BLEND_FILE`,
@@ -194,7 +196,6 @@ def _submission_weight(shards: Path, run_dir: Path, row: str, system: SystemConf
     weights = system.baseline_weights
     record = {"row": row, "weights": list(weights), "weight": weights[0]}
     classes, stats, _ = shard_meta(shards, job.features)
-    l2 = json.loads((run_dir / "baseline" / "baseline.json").read_text())["rows"][row]["l2"]
     data, _ = cached_features(shards, run_dir / "baseline", job.features, BaselineConfig())
     if len(weights) > 1:
         path = run_dir / "relabel" / HELDOUT

@@ -88,10 +88,7 @@ def _blend(run_dir: str | Path):
     """The run's :class:`~ray_tagger.baseline.BaselineBlend`, checked against its final models, or None."""
     from .baseline import load_blend
 
-    blend = load_blend(run_dir)
-    if blend is not None:
-        blend.check(check_model_files(member_paths(run_dir))[0])
-    return blend
+    return load_blend(run_dir, check_model_files(member_paths(run_dir))[0])
 
 
 def _report_bad(bad: list[tuple[str, str]], total: int) -> None:
