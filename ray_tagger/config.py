@@ -75,6 +75,12 @@ class StreamConfig:
     """CPUs one Train worker's stream may use at once, its actors and its Parquet reads together
     (Ray Data ``resource_limits``), so concurrent runs' pipelines do not starve each other;
     None: ``actors × cpus_per_actor + 1``."""
+    read_once_mb: float = 1024
+    """A training stream whose shards (the Parquet files of its sources, curated and noisy) total at
+    most this many MB reads them once per run into Ray's object store and takes every pass from
+    there, its blocks in an order shuffled per pass; larger sets are read from the files at every
+    pass, as is everything with 0. Each run's training stream holds its own copy (per Train
+    worker, that worker's clips)."""
     features_on: str = "pipeline"
     """Where a training example's log-mel and normalisation are computed: 'pipeline' (the CPU
     workers of the stream, the design card's default) or 'trainer' (the stream delivers the mixed,
@@ -85,6 +91,8 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if self.features_on not in ("pipeline", "trainer"):
             raise ValueError(f"stream.features_on must be 'pipeline' or 'trainer', got {self.features_on!r}")
+        if self.read_once_mb < 0:
+            raise ValueError(f"stream.read_once_mb must be 0 (read every pass) or more, got {self.read_once_mb:g}")
 
 
 @dataclass(frozen=True)

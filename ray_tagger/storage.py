@@ -56,6 +56,13 @@ def remove_tree(path: "Path | ObjectPath") -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def tree_bytes(path: "Path | ObjectPath") -> int:
+    """Total size of the files under a folder (0 when it is not there); one listing on an object store."""
+    if isinstance(path, ObjectPath):
+        return path._tree_bytes()
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
 class ObjectPath:
     """A file or folder in an object store, named by its URI (``s3://bucket/key/...``).
 
@@ -233,6 +240,12 @@ class ObjectPath:
         infos = self._fs.get_file_info(pyarrow.fs.FileSelector(self._key, recursive=True, allow_not_found=True))
         found = (ObjectPath(f"{self._scheme}://{i.path}") for i in infos)
         return sorted(p for p in found if fnmatch.fnmatchcase(p.name, pattern))
+
+    def _tree_bytes(self) -> int:
+        import pyarrow.fs
+
+        infos = self._fs.get_file_info(pyarrow.fs.FileSelector(self._key, recursive=True, allow_not_found=True))
+        return sum(i.size for i in infos if i.type == pyarrow.fs.FileType.File)
 
     def unlink(self, missing_ok: bool = False) -> None:
         if not self.is_file():

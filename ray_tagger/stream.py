@@ -1,6 +1,8 @@
 """The Ray Data streams of one training run (report §3.1).
 
     shards ─read_parquet (file order shuffled per pass)→ this worker's clips
+             └ or, within stream.read_once_mb: read once per run into the object store,
+               the blocks' order shuffled per pass
            ─MixFeaturize actors: clips → examples of both streams → decode → mixup per stream
                                  → log-mel → normalise ─→ the Train worker
 
@@ -34,7 +36,7 @@ from .layout import n_hot
 from .mixup import MixupConfig, mixup
 from .normalization import NormStats
 from .splits import clip_rng, content_key, excerpt_id
-from .storage import location
+from .storage import location, tree_bytes
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +330,12 @@ def mix_featurize_kwargs(spec: StreamSpec, config, mode: str, run: str, classes:
             "waves_only": mode == "train" and config.stream.features_on == "trainer"}
 
 
+def read_once(root, sources: list[str], limit_mb: float) -> bool:
+    """Whether the Parquet files of ``sources`` under ``root`` (a shards' ``audio`` folder) total at
+    most ``limit_mb`` MB (``stream.read_once_mb``): a training stream then reads them once per run."""
+    return limit_mb > 0 and sum(tree_bytes(root / f"source={s}") for s in sources) <= limit_mb * 1024**2
+
+
 def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.data.Dataset:
     """One pipeline: ``mode='train'`` for worker ``spec.rank`` of ``spec.world``, or 'plain' / 'val'.
 
@@ -338,11 +346,16 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
     classes, stats, audio_format = shard_meta(spec.shards_dir, config.features)
     root = location(spec.shards_dir) / "audio"
     sources = ["curated"] if mode == "val" else ["curated", "noisy"]
-    shuffle = ray.data.FileShuffleConfig(seed=content_key(f"{config.run.seed}/{run}/{spec.rank}") % 2**31)
+    seed = content_key(f"{config.run.seed}/{run}/{spec.rank}") % 2**31
+    keep = mode == "train" and read_once(root, sources, config.stream.read_once_mb)
+    # A new file order every pass (the files' order when they are read once, their blocks' every pass)
+    shuffle = ray.data.FileShuffleConfig(seed=seed) if mode == "train" and not keep else None
     ds = ray.data.read_parquet([str(root / f"source={s}") for s in sources], columns=CLIP_COLUMNS + ["source"],
-                               shuffle=shuffle if mode == "train" else None)
+                               shuffle=shuffle)
     if spec.world > 1:
         ds = ds.map_batches(_select, fn_kwargs={"rank": spec.rank, "world": spec.world}, batch_format="pyarrow")
+    if keep:
+        ds = ds.materialize().randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     kwargs = mix_featurize_kwargs(spec, config, mode, run, classes, stats, audio_format, clock)
     size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":

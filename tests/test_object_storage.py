@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ray_tagger.storage import ObjectPath, location, remove_tree
+from ray_tagger.storage import ObjectPath, location, remove_tree, tree_bytes
 
 BUCKET = "ray-tagger-test"
 
@@ -90,6 +90,7 @@ def _exercise(root) -> dict:
         f.write("second\n")
     with (root / "a" / "z.bin").open("wb") as f:
         np.save(f, np.arange(5))
+    out["bytes"] = (tree_bytes(root / "a"), tree_bytes(root / "missing"))
     out["read"] = (root / "a" / "y.txt").read_text()
     out["json"] = json.loads((root / "a" / "b" / "x.json").read_text())
     out["npy"] = np.load(io.BytesIO((root / "a" / "z.bin").read_bytes())).tolist()
@@ -115,6 +116,9 @@ def test_object_paths_behave_like_local_paths(s3, tmp_path):
     local = _exercise(location(tmp_path))
     assert remote == local
     assert remote["read"] == "first\nsecond\n" and remote["npy"] == [0, 1, 2, 3, 4]
+    saved = io.BytesIO()
+    np.save(saved, np.arange(5))
+    assert remote["bytes"] == (len('{"k": 1}') + len("first\nsecond\n") + len(saved.getvalue()), 0)
     keys = _objects("exercise/")
     assert "exercise/a/z.bin" in keys and not [k for k in keys if "y.txt" in k or "/b/" in k], keys
 

@@ -274,3 +274,45 @@ def test_pipelines_carry_their_run_name_and_cpu_limit(shards):
     assert stream(spec, job, "val", "s0_f1").name == "s0_f1.val"
     options = execution_options(job, "train")
     assert options.preserve_order and options.resource_limits.cpu == job.stream.actors * job.stream.cpus_per_actor + 1
+
+
+def _pass_keys(ds) -> list[str]:
+    return [k for b in ds.iter_batches(batch_size=None, batch_format="numpy") for k in b["key"]]
+
+
+def test_a_training_stream_within_read_once_mb_reads_the_shards_once(shards, tmp_path):
+    """``stream.read_once_mb``: a training stream whose shards fit reads them when it is built and
+    takes every pass from Ray's object store, so passes go on with the files gone, each pass
+    holding the same examples in a block order of its own; with 0 every pass reads the files."""
+    import shutil
+
+    import ray
+
+    from ray_tagger.config import resolve
+    from ray_tagger.storage import tree_bytes
+    from ray_tagger.stream import StreamSpec, configure_data_context, read_once, stream
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    audio = copy / "audio"
+    size = tree_bytes(audio / "source=curated") + tree_bytes(audio / "source=noisy")
+    assert read_once(audio, ["curated", "noisy"], size / 1024**2) and not read_once(audio, ["curated", "noisy"], size / 1024**2 - 1e-3)
+    assert not read_once(audio, ["curated", "noisy"], 0)
+    job = resolve("tiny")
+    never = resolve("tiny", extra={"stream": {"read_once_mb": 0}})
+    spec = StreamSpec(str(copy), 0, 1, 2, 0, 1)
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.target_max_block_size, ctx.use_datasource_v2, ctx.enable_progress_bars
+    configure_data_context(block_bytes=256 * 1024)  # as training does, in blocks small enough for several per file
+    try:
+        kept, every = stream(spec, job, "train", "once"), stream(spec, never, "train", "every")
+    finally:
+        ctx.target_max_block_size, ctx.use_datasource_v2, ctx.enable_progress_bars = saved
+    first = _pass_keys(kept)
+    assert len(first) == len(set(first)) > 100 and sorted(first) == sorted(_pass_keys(every))
+    shutil.rmtree(audio)
+    passes = [_pass_keys(kept) for _ in range(3)]
+    assert all(sorted(p) == sorted(first) for p in passes)
+    assert len({tuple(p) for p in [first, *passes]}) > 1, "the block order is drawn anew for each pass"
+    with pytest.raises(Exception):  # noqa: B017 - whatever Ray Data raises for the missing files
+        _pass_keys(every)

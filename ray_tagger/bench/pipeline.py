@@ -8,7 +8,7 @@ driver counts what arrives.
 
 * **Ray Data**: the real training stream of one worker (:func:`ray_tagger.stream.stream`, split 0,
   no held-out fold, rank 0 of 1) with ``stream.actors = N``, iterated with
-  ``iter_batches(batch_size=32, batch_format="numpy")``; each pass re-executes the dataset,
+  ``iter_batches`` as the Train worker iterates it (whole blocks); each pass re-executes the dataset,
   announced to an :class:`~ray_tagger.stream.EpochClock` first, as the Train worker does.
   ``preserve_order`` is on and the CPU limit is the training stream's (N actors or tasks + 1 CPU
   of reads, :func:`~ray_tagger.stream.pipeline_cpus`), as in training.
@@ -59,14 +59,13 @@ from ..config import TrainJobConfig, resolve
 from ..splits import content_key
 from ..stream import (CLIP_COLUMNS, EpochClock, MixFeaturize, StreamSpec, configure_data_context, execution_options,
                       mix_featurize_kwargs, shard_meta, stream)
+from ..train import ITER_BATCH
 from .model import _load, device_name
 
 COMPUTES = ("actors", "tasks")
 SOURCES = ("curated", "noisy")
 RUN = "bench-pipeline"
 """Run name of both sides' mixup seeds (plus a hash of the stream's inputs, see :func:`run_name`)."""
-ITER_BATCH = 32
-"""``iter_batches`` batch size of the Train worker."""
 _KEY = re.compile(r"^(?P<clip>.*)(?:\|(?:curated|mixed)\d+|#s\d+p\d+)$")
 
 
