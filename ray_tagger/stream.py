@@ -348,14 +348,22 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
     sources = ["curated"] if mode == "val" else ["curated", "noisy"]
     seed = content_key(f"{config.run.seed}/{run}/{spec.rank}") % 2**31
     keep = mode == "train" and read_once(root, sources, config.stream.read_once_mb)
-    # A new file order every pass (the files' order when they are read once, their blocks' every pass)
+    # each pass in a new order: of the files when they are read every pass, of their blocks when read once
     shuffle = ray.data.FileShuffleConfig(seed=seed) if mode == "train" and not keep else None
     ds = ray.data.read_parquet([str(root / f"source={s}") for s in sources], columns=CLIP_COLUMNS + ["source"],
                                shuffle=shuffle)
     if spec.world > 1:
         ds = ds.map_batches(_select, fn_kwargs={"rank": spec.rank, "world": spec.world}, batch_format="pyarrow")
     if keep:
-        ds = ds.materialize().randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
+        log.info("%s: reading the curated and noisy shards once for the run into Ray's object store (they total at "
+                 "most stream.read_once_mb = %g MB)", dataset_name(run, mode, spec.rank), config.stream.read_once_mb)
+        # the blocks in the files' order whichever read finishes first (the seeded shuffle of their order is
+        # then a function of the seed and the run); the passes run under the options they had
+        options = ds.context.execution_options
+        ds.context.execution_options = ray.data.ExecutionOptions(preserve_order=True)
+        ds = ds.materialize()
+        ds.context.execution_options = options
+        ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     kwargs = mix_featurize_kwargs(spec, config, mode, run, classes, stats, audio_format, clock)
     size = config.stream.actors if mode == "train" else 1
     if config.stream.compute == "tasks":

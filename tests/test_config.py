@@ -100,6 +100,7 @@ def test_float_fields_take_exponent_notation_and_the_baseline_weights_are_checke
     with pytest.raises(ValueError, match="baseline_weights must be numbers, got"):
         resolve_system("paper", ["system.baseline_weights=[half]"])
 
+
 def test_the_read_once_limit_is_a_size_or_zero():
     assert resolve("paper", ["stream.read_once_mb=0"]).stream.read_once_mb == 0
     assert resolve("demo").stream.read_once_mb == 1024

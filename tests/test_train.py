@@ -284,6 +284,7 @@ def test_a_training_stream_within_read_once_mb_reads_the_shards_once(shards, tmp
     """``stream.read_once_mb``: a training stream whose shards fit reads them when it is built and
     takes every pass from Ray's object store, so passes go on with the files gone, each pass
     holding the same examples in a block order of its own; with 0 every pass reads the files."""
+    import dataclasses
     import shutil
 
     import ray
@@ -306,8 +307,11 @@ def test_a_training_stream_within_read_once_mb_reads_the_shards_once(shards, tmp
     configure_data_context(block_bytes=256 * 1024)  # as training does, in blocks small enough for several per file
     try:
         kept, every = stream(spec, job, "train", "once"), stream(spec, never, "train", "every")
+        # worker 0 of 2, built three times: the same order each time, whichever read finishes first
+        rebuilt = [stream(dataclasses.replace(spec, world=2), job, "train", "once") for _ in range(3)]
     finally:
         ctx.target_max_block_size, ctx.use_datasource_v2, ctx.enable_progress_bars = saved
+    assert len({tuple(_pass_keys(ds)) for ds in rebuilt}) == 1
     first = _pass_keys(kept)
     assert len(first) == len(set(first)) > 100 and sorted(first) == sorted(_pass_keys(every))
     shutil.rmtree(audio)
