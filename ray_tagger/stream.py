@@ -359,10 +359,12 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
                  "most stream.read_once_mb = %g MB)", dataset_name(run, mode, spec.rank), config.stream.read_once_mb)
         # the blocks in the files' order whichever read finishes first (the seeded shuffle of their order is
         # then a function of the seed and the run); the passes run under the options they had
-        options = ds.context.execution_options
-        ds.context.execution_options = ray.data.ExecutionOptions(preserve_order=True)
-        ds = ds.materialize()
-        ds.context.execution_options = options
+        context, options = ds.context, ds.context.execution_options
+        context.execution_options = ray.data.ExecutionOptions(preserve_order=True)
+        try:
+            ds = ds.materialize()
+        finally:
+            context.execution_options = ds.context.execution_options = options
         ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     kwargs = mix_featurize_kwargs(spec, config, mode, run, classes, stats, audio_format, clock)
     size = config.stream.actors if mode == "train" else 1

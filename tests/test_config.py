@@ -103,6 +103,6 @@ def test_float_fields_take_exponent_notation_and_the_baseline_weights_are_checke
 
 def test_the_read_once_limit_is_a_size_or_zero():
     assert resolve("paper", ["stream.read_once_mb=0"]).stream.read_once_mb == 0
-    assert resolve("demo").stream.read_once_mb == 1024
+    assert resolve("demo").stream.read_once_mb == 1024 and resolve("tiny").stream.read_once_mb == 0
     with pytest.raises(ValueError, match=r"stream.read_once_mb must be 0 \(read every pass\) or more, got -1"):
         resolve("paper", ["stream.read_once_mb=-1"])

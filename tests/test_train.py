@@ -299,7 +299,7 @@ def test_a_training_stream_within_read_once_mb_reads_the_shards_once(shards, tmp
     size = tree_bytes(audio / "source=curated") + tree_bytes(audio / "source=noisy")
     assert read_once(audio, ["curated", "noisy"], size / 1024**2) and not read_once(audio, ["curated", "noisy"], size / 1024**2 - 1e-3)
     assert not read_once(audio, ["curated", "noisy"], 0)
-    job = resolve("tiny")
+    job = resolve("tiny", extra={"stream": {"read_once_mb": 1024}})  # the default (the tiny preset reads every pass)
     never = resolve("tiny", extra={"stream": {"read_once_mb": 0}})
     spec = StreamSpec(str(copy), 0, 1, 2, 0, 1)
     ctx = ray.data.DataContext.get_current()
