@@ -221,11 +221,14 @@ class ObjectPath:
         return buffer if binary else io.TextIOWrapper(buffer, encoding=encoding, errors=errors, newline=newline,
                                                       write_through=True)
 
-    def iterdir(self):
+    def _listing(self, recursive: bool = False) -> list:
+        """pyarrow ``FileInfo`` of what is under this folder (one request; empty when it is not there)."""
         import pyarrow.fs
 
-        infos = self._fs.get_file_info(pyarrow.fs.FileSelector(self._key, allow_not_found=True))
-        return iter(sorted(ObjectPath(f"{self._scheme}://{i.path}") for i in infos))
+        return self._fs.get_file_info(pyarrow.fs.FileSelector(self._key, recursive=recursive, allow_not_found=True))
+
+    def iterdir(self):
+        return iter(sorted(ObjectPath(f"{self._scheme}://{i.path}") for i in self._listing()))
 
     def glob(self, pattern: str) -> list["ObjectPath"]:
         """The children whose names match ``pattern`` (one level, ``fnmatch`` rules)."""
@@ -235,17 +238,13 @@ class ObjectPath:
 
     def rglob(self, pattern: str) -> list["ObjectPath"]:
         """Everything under this folder whose name matches ``pattern``."""
-        import pyarrow.fs
-
-        infos = self._fs.get_file_info(pyarrow.fs.FileSelector(self._key, recursive=True, allow_not_found=True))
-        found = (ObjectPath(f"{self._scheme}://{i.path}") for i in infos)
+        found = (ObjectPath(f"{self._scheme}://{i.path}") for i in self._listing(recursive=True))
         return sorted(p for p in found if fnmatch.fnmatchcase(p.name, pattern))
 
     def _tree_bytes(self) -> int:
         import pyarrow.fs
 
-        infos = self._fs.get_file_info(pyarrow.fs.FileSelector(self._key, recursive=True, allow_not_found=True))
-        return sum(i.size for i in infos if i.type == pyarrow.fs.FileType.File)
+        return sum(i.size for i in self._listing(recursive=True) if i.type == pyarrow.fs.FileType.File)
 
     def unlink(self, missing_ok: bool = False) -> None:
         if not self.is_file():
