@@ -21,8 +21,11 @@ after the final report 3.9 s → 1.4 s; docs/BENCHMARKS.md). A cluster keeps its
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect once per process: to ``RAY_ADDRESS`` if set (as under ``ray job submit``),
-    otherwise start a local single-node Ray (``num_cpus`` logical CPUs, default: all cores)."""
+    """Connect once per process: to ``RAY_ADDRESS`` if set (as under ``ray job submit``; ``auto``
+    attaches to a head started on this machine), otherwise start a local single-node Ray
+    (``num_cpus`` logical CPUs, default: all cores). The local Ray is always a new one: a bare
+    ``ray.init()`` would attach to any head whose address ``ray start`` left in
+    ``/tmp/ray/ray_current_cluster`` and then refuse ``num_cpus``."""
     global _started_here
     if ray.is_initialized():
         return
@@ -33,7 +36,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     else:
         stage(log, "starting a local Ray (%s logical CPUs)", num_cpus or "all")
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_TRAIN_POLL_S)  # its processes inherit it
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
         _started_here = True
 
 

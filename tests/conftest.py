@@ -11,10 +11,11 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """A local Ray with 8 logical CPUs on whatever cores the machine has; shut down after the module."""
+    """A new local Ray with 8 logical CPUs on whatever cores the machine has (never a head already
+    running here); shut down after the module."""
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

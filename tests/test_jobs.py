@@ -52,6 +52,8 @@ def head_and_job(tmp_path_factory):
         done = subprocess.run(shlex.split(start), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         out["unauthenticated"] = _status_code(f"http://127.0.0.1:{dashboard}/api/jobs/")
+        out["beside"] = subprocess.run([sys.executable, "-c", _BESIDE_THE_HEAD], cwd=ROOT, env=env,
+                                       capture_output=True, text=True, timeout=180)
         client = {**env, "RAY_AUTH_MODE": "token"}  # `export RAY_AUTH_MODE=token`
         out["submit"] = subprocess.run(shlex.split(submit), cwd=ROOT, env=client, capture_output=True, text=True,
                                        timeout=1500)
@@ -63,6 +65,19 @@ def head_and_job(tmp_path_factory):
     finally:
         out["stop"] = subprocess.run(shlex.split(stop), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     return run_dir, out
+
+
+_BESIDE_THE_HEAD = """
+import logging
+import ray
+logging.basicConfig(level=logging.INFO)
+from ray_tagger.runtime import ensure_ray, shutdown_own_ray
+ensure_ray(2)
+print("CPU", ray.cluster_resources().get("CPU"), "nodes", len(ray.nodes()))
+shutdown_own_ray()
+"""
+"""What a command without ``RAY_ADDRESS`` does while the head runs (``ray start`` wrote its address
+into /tmp/ray/ray_current_cluster, where a bare ``ray.init`` looks first)."""
 
 
 def _get(url: str, token: str) -> dict:
@@ -90,6 +105,14 @@ def _status_code(url: str) -> int:
 def test_token_auth_is_on(head_and_job):
     _, out = head_and_job
     assert out["unauthenticated"] == 401
+
+
+def test_a_command_without_ray_address_starts_its_own_ray_beside_the_head(head_and_job):
+    _, out = head_and_job
+    beside = out["beside"]
+    assert beside.returncode == 0, beside.stdout[-2000:] + beside.stderr[-2000:]
+    assert "starting a local Ray (2 logical CPUs)" in beside.stderr, beside.stderr[-2000:]
+    assert "CPU 2.0 nodes 1" in beside.stdout, beside.stdout  # its own 2 CPUs, not the head's 12
 
 
 def test_submitted_run_succeeds_and_writes_its_outputs(head_and_job):
