@@ -27,6 +27,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     ``ray.init()`` would attach to any head whose address ``ray start`` left in
     ``/tmp/ray/ray_current_cluster`` and then refuse ``num_cpus``."""
     global _started_here
+    use_v1_parquet_reader()
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -38,6 +39,16 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_TRAIN_POLL_S)  # its processes inherit it
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
         _started_here = True
+
+
+def use_v1_parquet_reader() -> None:
+    """This process's Ray Data reads Parquet with the V1 reader. Ray 2.60's default V2 reader starts
+    ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` (32) footer-reading actors, each a new Python process,
+    on every execution of a read; for our few shard files that is most of a small read's time
+    (docs/BENCHMARKS.md, "Footer actors"). Datasets carry the driver's context to their tasks."""
+    import ray.data
+
+    ray.data.DataContext.get_current().use_datasource_v2 = False
 
 
 def shutdown_own_ray() -> None:

@@ -257,9 +257,7 @@ def configure_data_context(block_bytes: int = 8 * 1024**2, progress_bars: bool =
     progress bars (training reports its own progress)."""
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = block_bytes
-    # The V2 Parquet reader starts a pool of footer-reading actors (new processes) on every
-    # execution, i.e. every pass of every stream; the V1 reader reads the few footers in place.
-    ctx.use_datasource_v2 = False
+    ctx.use_datasource_v2 = False  # every pass of every stream would start footer actors (runtime.use_v1_parquet_reader)
     ctx.enable_progress_bars = progress_bars
 
 

@@ -15,7 +15,10 @@ def ray_session():
     running here); shut down after the module."""
     import ray
 
+    from ray_tagger.runtime import use_v1_parquet_reader
+
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    use_v1_parquet_reader()  # as every command does (ensure_ray)
     yield ray
     ray.shutdown()
