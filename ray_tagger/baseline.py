@@ -44,6 +44,7 @@ from .features import FeatureConfig, LogMel, pad_waves
 from .layout import n_hot
 from .metrics import lwlrap
 from .normalization import NormStats
+from .runtime import cpu_tasks
 from .storage import location
 from .stream import shard_meta
 
@@ -120,7 +121,7 @@ def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConf
     ds = ray.data.read_parquet([str(p) for p in dirs], columns=["clip_id", "labels", "fold", "audio", "source"])
     ds = ds.map_batches(featurize_rows, fn_kwargs={"classes": classes, "stats": stats, "features": features,
                                                    "audio_format": audio_format},
-                        batch_size=clips_per_task, batch_format="pyarrow", num_cpus=1)
+                        batch_size=clips_per_task, batch_format="pyarrow", num_cpus=1, compute=cpu_tasks())
     ds.set_name("baseline_features")
     parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
     out = {k: np.concatenate([p[k] for p in parts]) for k in ("clip_id", "source", "fold", "targets", "features")}

@@ -41,6 +41,7 @@ from .decode import AUDIO_FORMATS, BadAudio, encode, read_source, to_float
 from .features import FeatureConfig
 from .layout import SOURCES, ClipRecord, DataSetIndex, Problem, read_dataset
 from .normalization import StatsAccumulator
+from .runtime import cpu_tasks
 from .splits import assign_folds, excerpt_id, noisy_cut
 from .storage import location, remove_tree
 
@@ -220,7 +221,8 @@ def _inspect(candidates: list[ClipRecord], config: PrepareConfig) -> dict:
     if not candidates:
         return {"num_samples": num_samples, "problems": problems, "stats": stats}
     ds = ray.data.from_items(items, override_num_blocks=_num_blocks(len(candidates), config)).map_batches(
-        inspect_clips, fn_kwargs={"features": config.features}, batch_size=config.clips_per_batch, num_cpus=1
+        inspect_clips, fn_kwargs={"features": config.features}, batch_size=config.clips_per_batch, num_cpus=1,
+        compute=cpu_tasks(),
     )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for j, i in enumerate(batch["idx"]):
@@ -291,6 +293,7 @@ def _write_audio(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, sh
         batch_size=config.clips_per_batch,
         batch_format="pyarrow",
         num_cpus=1,
+        compute=cpu_tasks(),
     )
     ds.write_parquet(str(shards_dir / "audio"), partition_cols=["source"], min_rows_per_file=config.rows_per_file)
 

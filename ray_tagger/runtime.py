@@ -41,6 +41,20 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         _started_here = True
 
 
+def cpu_tasks():
+    """``compute=`` for a driver-side Ray Data stage of CPU-bound tasks (features, decoding): on a local
+    Ray this process started, at most one task per core of the machine. Its logical CPUs are
+    over-subscribed on purpose (DESIGN §3: Train's placement), and each task beyond the cores is
+    one more new worker process importing torch: on 2 cores and 8 logical CPUs, the pooled features
+    of 250 clips took 34.9 s against 7.7 s in one process (docs/BENCHMARKS.md). None (Ray's
+    default: as many as the logical CPUs allow) on a cluster."""
+    if not _started_here:
+        return None
+    import ray.data
+
+    return ray.data.TaskPoolStrategy(size=os.cpu_count() or 1)
+
+
 def use_v1_parquet_reader() -> None:
     """This process's Ray Data reads Parquet with the V1 reader. Ray 2.60's default V2 reader starts
     ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` (32) footer-reading actors, each a new Python process,

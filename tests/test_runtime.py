@@ -1,5 +1,6 @@
-"""``runtime.ensure_ray``: which Ray it connects to and the controller poll a local Ray gets
-(``ray.init`` replaced by a recorder: no Ray is started)."""
+"""``runtime.ensure_ray``: which Ray it connects to, the controller poll a local Ray gets, the
+Parquet reader and the task cap of the driver's Ray Data stages (``ray.init`` replaced by a
+recorder: no Ray is started)."""
 
 from __future__ import annotations
 
@@ -21,19 +22,23 @@ def inits(monkeypatch):
     monkeypatch.setattr(runtime, "_started_here", False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(VAR, raising=False)
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    monkeypatch.setattr(ctx, "use_datasource_v2", True)  # Ray 2.60's default, restored after the test
     return calls
 
 
 def test_a_local_ray_polls_its_training_runs_every_half_second(inits):
     runtime.ensure_ray(num_cpus=3)
-    assert inits == [({"num_cpus": 3, "include_dashboard": False}, "0.5")]
+    assert inits == [({"address": "local", "num_cpus": 3, "include_dashboard": False}, "0.5")]
     assert runtime._started_here
 
 
 def test_a_users_poll_setting_is_kept(inits, monkeypatch):
     monkeypatch.setenv(VAR, "2.0")
     runtime.ensure_ray()
-    assert inits == [({"num_cpus": None, "include_dashboard": False}, "2.0")]
+    assert inits == [({"address": "local", "num_cpus": None, "include_dashboard": False}, "2.0")]
 
 
 def test_a_cluster_keeps_its_own_setting(inits, monkeypatch):
@@ -41,3 +46,29 @@ def test_a_cluster_keeps_its_own_setting(inits, monkeypatch):
     runtime.ensure_ray()
     assert inits == [({"address": "ray://head:10001"}, None)]
     assert not runtime._started_here
+
+
+def test_the_driver_reads_parquet_with_the_v1_reader_on_either_ray(inits, monkeypatch):
+    import ray.data
+
+    runtime.ensure_ray()
+    assert ray.data.DataContext.get_current().use_datasource_v2 is False
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "use_datasource_v2", True)
+    monkeypatch.setattr(runtime, "_started_here", False)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    runtime.ensure_ray()
+    assert ray.data.DataContext.get_current().use_datasource_v2 is False
+
+
+def test_driver_side_cpu_tasks_are_capped_at_the_cores_on_a_local_ray_only(inits, monkeypatch):
+    import ray.data
+
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 3)
+    assert runtime.cpu_tasks() is None  # no Ray started here yet
+    runtime.ensure_ray(num_cpus=8)
+    cap = runtime.cpu_tasks()
+    assert isinstance(cap, ray.data.TaskPoolStrategy) and cap.size == 3
+    monkeypatch.setattr(runtime, "_started_here", False)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    runtime.ensure_ray()
+    assert runtime.cpu_tasks() is None  # a cluster: Ray's own limit, the logical CPUs
