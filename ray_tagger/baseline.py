@@ -111,9 +111,11 @@ def featurize_rows(batch: pa.Table, classes: list[str], stats: NormStats, featur
             "features": clip_features(waves, LogMel(features), stats)}
 
 
-def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConfig(), clips_per_task: int = 8) -> dict:
+def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConfig(), clips_per_task: int = 8,
+                   compute="auto") -> dict:
     """Pooled features of every clip of a shards folder (Ray Data tasks) → ``{key: (N, ...)}`` with keys
-    ``clip_id, source, fold, targets (N, K), features (N, 3F)``, rows sorted by (source, clip_id)."""
+    ``clip_id, source, fold, targets (N, K), features (N, 3F)``, rows sorted by (source, clip_id).
+    ``compute``: the tasks' ``compute=`` (``auto``: :func:`~ray_tagger.runtime.cpu_tasks`)."""
     import ray
 
     classes, stats, audio_format = shard_meta(shards_dir, features)
@@ -121,7 +123,8 @@ def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConf
     ds = ray.data.read_parquet([str(p) for p in dirs], columns=["clip_id", "labels", "fold", "audio", "source"])
     ds = ds.map_batches(featurize_rows, fn_kwargs={"classes": classes, "stats": stats, "features": features,
                                                    "audio_format": audio_format},
-                        batch_size=clips_per_task, batch_format="pyarrow", num_cpus=1, compute=cpu_tasks())
+                        batch_size=clips_per_task, batch_format="pyarrow", num_cpus=1,
+                        compute=cpu_tasks() if compute == "auto" else compute)
     ds.set_name("baseline_features")
     parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
     out = {k: np.concatenate([p[k] for p in parts]) for k in ("clip_id", "source", "fold", "targets", "features")}

@@ -340,6 +340,15 @@ def _bench_sharing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_driver(args: argparse.Namespace) -> int:
+    from .bench.driver import run_bench
+    from .runtime import ensure_ray
+
+    ensure_ray(args.num_cpus)
+    print(run_bench(args.shards_dir, args.run_dir, args.source, args.passes, args.modes, progress=log.info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .demo_data import DemoConfig
 
@@ -515,6 +524,19 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--num-cpus", type=int, default=None,
                     help="logical CPUs of a local Ray (default: enough for --models runs; ignored with RAY_ADDRESS)")
     bs.set_defaults(func=_bench_sharing)
+    bd = bsub.add_parser("driver", help="the driver's Ray Data stages (ensemble scoring, the baseline's pooled features) "
+                                       "against the same work in one process")
+    bd.add_argument("shards_dir")
+    bd.add_argument("run_dir", help="whose models score: a training run, an ensemble or a `run` folder")
+    bd.add_argument("--source", choices=("curated", "noisy", "test"), default="curated",
+                    help="the shards scored (noisy: both excerpts of every split, as relabelling scores them)")
+    bd.add_argument("--passes", type=int, default=3, help="passes over every mode (the table gives the median)")
+    bd.add_argument("--modes", nargs="+", default=None, metavar="STAGE:MODE",
+                    help="a subset: scoring:v1 scoring:v2 features:capped features:uncapped (bare always runs)")
+    bd.add_argument("--num-cpus", type=int, default=8,
+                    help="logical CPUs of a local Ray (default 8, the over-subscription of the tests' runs; "
+                         "ignored with RAY_ADDRESS)")
+    bd.set_defaults(func=_bench_driver)
     return p
 
 

@@ -3,19 +3,25 @@
 Both sides must deliver exactly the examples the stream's rules imply, counted here
 independently from the shards: every curated clip R + 1 times (R copies + the mixed stream),
 every noisy clip twice (both excerpts of split 0), nothing held out.
+
+``ray-tagger bench driver`` on the same shards (sharing the module's Ray session): every mode of
+a stage must compute what its bare loop computes, for every example the shards imply.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
 
+from ray_tagger.bench import driver
 from ray_tagger.bench import pipeline as bench
 from ray_tagger.cli import build_parser
-from tests.datasets import demo_shards
+from tests.datasets import demo_shards, random_model_run
 
 R = 4
 
@@ -142,3 +148,42 @@ def test_pools_travel_without_the_rest_of_the_shards(shards):
     assert len(pools) >= 4 and sum(p.num_rows for p in pools) == len(_rows(shards, "curated")) + len(_rows(shards, "noisy"))
     for pool in pools:
         assert len(pickle.dumps(pool)) < pool.nbytes + 0.5 * (total - pool.nbytes), (pool.nbytes, total)
+
+
+def _by_key(keys: list[str], values: np.ndarray) -> np.ndarray:
+    assert len(keys) == len(set(keys)) == len(values)
+    return values[np.argsort(keys, kind="stable")]
+
+
+def test_bench_driver_modes_compute_what_the_bare_loop_computes(shards, tmp_path):
+    run = tmp_path / "run"
+    random_model_run(run, json.loads((shards / "vocabulary.json").read_text())["classes"])
+    b = driver.measure(shards, run, source="noisy", passes=1)
+    scoring, features = b.stages
+    splits = json.loads((shards / "manifest.json").read_text())["config"]["splits"]
+    clips = {s: len(_rows(shards, s)) for s in ("curated", "noisy", "test")}
+    assert (scoring.stage, scoring.examples) == ("scoring", 2 * splits * clips["noisy"])  # both excerpts of every split
+    assert (features.stage, features.examples) == ("features", sum(clips.values()))
+    for stage, modes in (("scoring", ("v1", "v2")), ("features", ("capped", "uncapped"))):
+        result = scoring if stage == "scoring" else features
+        assert list(result.seconds) == ["bare", *modes]
+        keys, bare = result.outputs["bare"]
+        for mode in modes:
+            other_keys, values = result.outputs[mode]
+            assert sorted(other_keys) == sorted(keys), (stage, mode)
+            np.testing.assert_allclose(_by_key(other_keys, values), _by_key(keys, bare), rtol=1e-5, atol=1e-6)
+            assert result.ratio(mode) == pytest.approx(result.seconds[mode][0] / result.seconds["bare"][0])
+    text = driver.format_report(b)
+    for line in ("scoring   bare", "scoring   v1", "scoring   v2", "features  bare", "features  capped",
+                 "features  uncapped", "source=noisy, 1 member(s)", "logical CPUs", "command: "):
+        assert line in text
+    assert ray.data.DataContext.get_current().use_datasource_v2 is False  # the session's reader, restored
+
+
+def test_bench_driver_subset_and_bad_modes(shards, tmp_path):
+    run = tmp_path / "run"
+    random_model_run(run, json.loads((shards / "vocabulary.json").read_text())["classes"])
+    with pytest.raises(ValueError, match="unknown mode 'scoring:v3'"):
+        driver.run_bench(shards, run, modes=["scoring:v3"])
+    args = build_parser().parse_args(["bench", "driver", "shards", "run", "--modes", "features:capped"])
+    assert (args.source, args.passes, args.modes, args.num_cpus) == ("curated", 3, ["features:capped"], 8)
