@@ -46,7 +46,7 @@ def cpu_tasks():
     Ray this process started, at most one task per core of the machine. Its logical CPUs are
     over-subscribed on purpose (DESIGN §3: Train's placement), and each task beyond the cores is
     one more new worker process importing torch: on 2 cores and 8 logical CPUs, the pooled features
-    of 250 clips took 34.9 s against 7.7 s in one process (docs/BENCHMARKS.md). None (Ray's
+    of 250 clips took 34.9 s uncapped, 17.3 s capped, 7.7 s in one process (docs/BENCHMARKS.md). None (Ray's
     default: as many as the logical CPUs allow) on a cluster."""
     if not _started_here:
         return None

@@ -38,7 +38,7 @@ import ray
 
 from ..baseline import featurize_rows, shard_features
 from ..features import FeatureConfig
-from ..infer import BATCH, EnsembleScorer, member_paths, score, shard_rows
+from ..infer import EnsembleScorer, member_paths, score, shard_rows
 from ..storage import location
 from ..stream import shard_meta
 
@@ -67,6 +67,8 @@ class StageResult:
 
 @dataclass
 class DriverBench:
+    """A whole measurement: what was scored, the Ray and the machine it ran on, and each stage."""
+
     shards_dir: str
     source: str
     members: int
