@@ -48,8 +48,11 @@ def cpu_tasks():
     one more new worker process importing torch: on 2 cores and 8 logical CPUs, the pooled features
     of 250 clips took 34.9 s uncapped, 17.3 s capped, 7.7 s in one process (docs/BENCHMARKS.md). None (Ray's
     default: as many as the logical CPUs allow) on a cluster."""
-    if not _started_here:
-        return None
+    return core_tasks() if _started_here else None
+
+
+def core_tasks():
+    """``compute=`` for at most one task per core of this machine."""
     import ray.data
 
     return ray.data.TaskPoolStrategy(size=os.cpu_count() or 1)

@@ -35,6 +35,7 @@ from .features import FeatureConfig, normalized_clips
 from .layout import n_hot
 from .mixup import MixupConfig, mixup
 from .normalization import NormStats
+from .runtime import use_v1_parquet_reader
 from .splits import clip_rng, content_key, excerpt_id
 from .storage import location, tree_bytes
 
@@ -257,7 +258,7 @@ def configure_data_context(block_bytes: int = 8 * 1024**2, progress_bars: bool =
     progress bars (training reports its own progress)."""
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = block_bytes
-    ctx.use_datasource_v2 = False  # every pass of every stream would start footer actors (runtime.use_v1_parquet_reader)
+    use_v1_parquet_reader()  # else every pass of every stream would start footer actors
     ctx.enable_progress_bars = progress_bars
 
 

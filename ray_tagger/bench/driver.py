@@ -39,6 +39,7 @@ import ray
 from ..baseline import featurize_rows, shard_features
 from ..features import FeatureConfig
 from ..infer import EnsembleScorer, member_paths, score, shard_rows
+from ..runtime import core_tasks
 from ..storage import location
 from ..stream import shard_meta
 
@@ -129,8 +130,7 @@ def _bare_features(shards_dir: Path, features: FeatureConfig) -> tuple[list[str]
 
 
 def _ray_features(shards_dir: Path, features: FeatureConfig, capped: bool) -> tuple[list[str], np.ndarray]:
-    compute = ray.data.TaskPoolStrategy(size=os.cpu_count() or 1) if capped else None
-    out = shard_features(shards_dir, features, ROWS_PER_BATCH, compute=compute)
+    out = shard_features(shards_dir, features, ROWS_PER_BATCH, compute=core_tasks() if capped else None)
     return [f"{s}/{c}" for s, c in zip(out["source"], out["clip_id"])], out["features"]
 
 
@@ -146,8 +146,8 @@ def measure(shards_dir: str | Path, run_dir: str | Path, source: str = "curated"
     if not (root / "audio" / f"source={source}").is_dir():
         raise FileNotFoundError(f"{root}: no {source} shards")
     features = FeatureConfig(**json.loads((root / "manifest.json").read_text())["config"]["features"])
-    chosen = {s: ("bare", *[m for m in MODES[s] if m != "bare" and m in (modes or MODES).get(s, ())])
-              for s in MODES if modes is None or s in modes}
+    wanted = modes or MODES
+    chosen = {s: ("bare", *[m for m in MODES[s][1:] if m in wanted[s]]) for s in MODES if s in wanted}
     work = {
         "scoring": {"bare": lambda: _bare_scoring(root, source, members, audio_format),
                     "v1": lambda: _ray_scoring(root, source, members, audio_format, v2=False),
