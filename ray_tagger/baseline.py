@@ -14,6 +14,10 @@ L2 strength: each row picks from the fixed grid :attr:`BaselineConfig.l2_grid` t
 best lwlrap on the curated clips of fold :attr:`BaselineConfig.holdout_fold` when fitted on the
 row's other training clips (ties: the stronger penalty), then refits on all of them.
 
+The pooled statistics come from ``prepare``'s inspect pass, which takes every clip's log-mel anyway
+(``pooled.parquet`` in the shards, :func:`prepared_features`); shards prepared before that file
+existed get them from a Ray Data pass over the audio (:func:`shard_features`).
+
 Rows: ``curated`` (curated clips) and ``curated + noisy`` (plus the whole noisy clips with their
 provided labels: no excerpts, no relabelling). Run folder: ``features.npz`` (pooled features of
 every clip, reused while the shards and feature settings match) and ``baseline.json``.
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from .console import stage
@@ -132,6 +137,35 @@ def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConf
     return {k: v[order] for k, v in out.items()}
 
 
+def prepared_features(shards_dir: str | Path, features: FeatureConfig = FeatureConfig()) -> dict | None:
+    """What :func:`shard_features` returns, from the per-clip log-mel statistics ``prepare`` wrote
+    (``pooled.parquet``), normalised with the shards' statistics: per band ``(mean - m_b) / s``,
+    ``std / s`` and ``(max - m_b) / s`` (:meth:`~ray_tagger.normalization.NormStats.normalize` is that
+    affine map). ``None`` when the shards have no such file (prepared by an earlier version)."""
+    root = location(shards_dir)
+    classes, stats, _ = shard_meta(root, features)
+    if not (root / "pooled.parquet").is_file():
+        return None
+    pooled = pq.read_table(str(root / "pooled.parquet")).to_pydict()
+    clips = {}
+    for path in sorted(p for p in (root / "audio").glob("source=*") if p.is_dir()):
+        source = path.name.split("=", 1)[1]
+        for r in pq.read_table(str(path), columns=["clip_id", "labels", "fold"]).to_pylist():
+            clips[(source, r["clip_id"])] = r
+    keys = list(zip(pooled["source"], pooled["clip_id"]))
+    if sorted(keys) != sorted(clips):
+        raise ValueError(f"{root}: pooled.parquet lists {len(keys)} clips and the audio shards {len(clips)}, not the "
+                         "same ones; prepare the data again into a new folder")
+    band_mean, scale = np.asarray(stats.mean)[None, :], stats.std
+    X = np.concatenate([(np.asarray(pooled["mean"]) - band_mean) / scale, np.asarray(pooled["std"]) / scale,
+                        (np.asarray(pooled["max"]) - band_mean) / scale], axis=1).astype(np.float32)
+    out = {"clip_id": np.array([c for _, c in keys], object), "source": np.array([s for s, _ in keys], object),
+           "fold": np.array([clips[k]["fold"] for k in keys], np.int64),
+           "targets": n_hot([clips[k]["labels"] for k in keys], {c: i for i, c in enumerate(classes)}), "features": X}
+    order = np.lexsort((out["clip_id"].astype(str), out["source"].astype(str)))
+    return {k: v[order] for k, v in out.items()}
+
+
 def cached_features(shards_dir: str | Path, out_dir: Path, features: FeatureConfig, config: BaselineConfig) -> tuple[dict, float | None]:
     """:func:`shard_features`, read from ``out_dir/features.npz`` when it was made from the same shards and
     feature settings; ``-> (features, seconds spent computing them or None when cached)``."""
@@ -144,9 +178,16 @@ def cached_features(shards_dir: str | Path, out_dir: Path, features: FeatureConf
             log.info("baseline: pooled features of %d clips read from %s", len(saved["clip_id"]), path)
             return saved, None
     t0 = time.perf_counter()
-    data = shard_features(shards_dir, features, config.clips_per_task)
+    data = prepared_features(shards_dir, features)
+    if data is not None:
+        log.info("baseline: pooled log-mel features of %d clips from the shards' pooled.parquet in %.1f s",
+                 len(data["clip_id"]), time.perf_counter() - t0)
+    else:
+        log.info("baseline: %s has no pooled.parquet (prepared by an earlier version): computing the pooled "
+                 "log-mel features from the audio", shards_dir)
+        data = shard_features(shards_dir, features, config.clips_per_task)
+        log.info("baseline: pooled log-mel features of %d clips in %.1f s", len(data["clip_id"]), time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
-    log.info("baseline: pooled log-mel features of %d clips in %.1f s", len(data["clip_id"]), seconds)
     out_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()  # written whole (an interrupted write leaves no cache; object stores have no rename)
     np.savez(buffer, key=np.array(key), **{k: v.astype(str) if v.dtype == object else v for k, v in data.items()})

@@ -532,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the shards scored (noisy: both excerpts of every split, as relabelling scores them)")
     bd.add_argument("--passes", type=int, default=3, help="passes over every mode (the table gives the median)")
     bd.add_argument("--modes", nargs="+", default=None, metavar="STAGE:MODE",
-                    help="a subset: scoring:v1 scoring:v2 features:capped features:uncapped (bare always runs)")
+                    help="a subset: scoring:v1 scoring:v2 features:capped features:uncapped features:prepared "
+                         "(bare always runs)")
     bd.add_argument("--num-cpus", type=int, default=8,
                     help="logical CPUs of a local Ray (default 8, the over-subscription of the tests' runs; "
                          "ignored with RAY_ADDRESS)")

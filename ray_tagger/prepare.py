@@ -2,8 +2,10 @@
 
 Two Ray Data passes over the clips named by the CSVs:
 
-1. *inspect* — decode and validate every file; for training clips also accumulate the
-   log-mel sums that give the normalisation statistics (with :mod:`ray_tagger.features`).
+1. *inspect* — decode and validate every file and take its log-mel (with
+   :mod:`ray_tagger.features`): the training clips' sums give the normalisation statistics, and
+   every clip's per-band mean, std and max over its frames go to ``pooled.parquet`` (the
+   classical baseline's input, :mod:`ray_tagger.baseline`, which then needs no pass of its own).
 2. *encode* — decode the valid clips again, encode them losslessly and write them as
    Parquet shards, partitioned by source.
 
@@ -79,6 +81,20 @@ EXCERPT_SCHEMA = pa.schema(
     ]
 )
 """Two rows per noisy clip and split in ``excerpts.parquet``: samples [start, stop)."""
+
+POOLED_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source", pa.string()),
+        ("frames", pa.int64()),
+        ("mean", pa.list_(pa.float64())),
+        ("std", pa.list_(pa.float64())),
+        ("max", pa.list_(pa.float64())),
+    ]
+)
+"""One row per written clip in ``pooled.parquet``: its log-mel's per-band mean, population std and
+max over its ``frames`` frames ``(F,)`` each, before normalisation (the statistics are an affine map
+per band, so the normalised values follow from ``stats.json``)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,7 @@ def prepare(data_dir: str | Path, shards_dir: str | Path, config: PrepareConfig 
     excerpts = _write_excerpts(good, inspected["num_samples"], shards_dir, config)
     stats = inspected["stats"].finalize()
     (shards_dir / "stats.json").write_text(json.dumps(stats.to_json(), indent=1))
+    _write_pooled(good, inspected["pooled"], shards_dir)
     (shards_dir / "vocabulary.json").write_text(json.dumps({"classes": list(index.vocabulary)}, indent=1))
     skipped = bad_rows + [dataclasses.replace(candidates[i], problem=p) for i, p in sorted(problems.items())]
     manifest = _manifest(data_dir, index, config, fingerprint, good, inspected, skipped, excerpts, stats)
@@ -186,10 +203,11 @@ def _logmel(features: FeatureConfig):
 
 
 def inspect_clips(batch: dict[str, np.ndarray], features: FeatureConfig) -> dict[str, np.ndarray]:
-    """Ray Data task: validate clips; log-mel sums of training clips for the statistics.
+    """Ray Data task: validate clips; each valid clip's log-mel sums over its frames.
 
-    Batch in: ``idx (B,), path (B,), source (B,)``. Batch out: ``idx (B,), num_samples (B,),
-    kind (B,), reason (B,), band_sum (B, F), band_sumsq (B, F), frames (B,)``.
+    Batch in: ``idx (B,), path (B,)``. Batch out: ``idx (B,), num_samples (B,), kind (B,),
+    reason (B,), band_sum (B, F), band_sumsq (B, F), band_max (B, F), frames (B,)`` (zeros for a
+    bad clip).
     """
     import torch
 
@@ -197,29 +215,33 @@ def inspect_clips(batch: dict[str, np.ndarray], features: FeatureConfig) -> dict
     out = {
         "idx": batch["idx"], "num_samples": np.zeros(n, np.int64),
         "kind": np.array([""] * n, dtype=object), "reason": np.array([""] * n, dtype=object),
-        "band_sum": np.zeros((n, n_mels)), "band_sumsq": np.zeros((n, n_mels)), "frames": np.zeros(n, np.int64),
+        "band_sum": np.zeros((n, n_mels)), "band_sumsq": np.zeros((n, n_mels)), "band_max": np.zeros((n, n_mels)),
+        "frames": np.zeros(n, np.int64),
     }
-    for j, (path, source) in enumerate(zip(batch["path"], batch["source"])):
+    for j, path in enumerate(batch["path"]):
         try:
             samples = read_source(str(path), features.sample_rate)
         except BadAudio as e:
             out["kind"][j], out["reason"][j] = e.problem.kind, e.problem.reason
             continue
         out["num_samples"][j] = samples.shape[0]
-        if source in TRAIN_SOURCES:
-            with torch.no_grad():
-                x = _logmel(features).clip(torch.from_numpy(to_float(samples))).double().numpy()
-            out["band_sum"][j], out["band_sumsq"][j], out["frames"][j] = x.sum(1), (x * x).sum(1), x.shape[1]
+        with torch.no_grad():
+            x = _logmel(features).clip(torch.from_numpy(to_float(samples))).double().numpy()
+        out["band_sum"][j], out["band_sumsq"][j], out["band_max"][j] = x.sum(1), (x * x).sum(1), x.max(1)
+        out["frames"][j] = x.shape[1]
     return out
 
 
 def _inspect(candidates: list[ClipRecord], config: PrepareConfig) -> dict:
-    items = [{"idx": i, "path": r.path, "source": r.source} for i, r in enumerate(candidates)]
-    num_samples = np.zeros(len(candidates), np.int64)
+    items = [{"idx": i, "path": r.path} for i, r in enumerate(candidates)]
+    n, n_mels = len(candidates), config.features.n_mels
+    num_samples = np.zeros(n, np.int64)
+    pooled = {"band_sum": np.zeros((n, n_mels)), "band_sumsq": np.zeros((n, n_mels)), "band_max": np.zeros((n, n_mels)),
+              "frames": np.zeros(n, np.int64)}
     problems: dict[int, Problem] = {}
-    stats = StatsAccumulator(config.features.n_mels)
+    stats = StatsAccumulator(n_mels)
     if not candidates:
-        return {"num_samples": num_samples, "problems": problems, "stats": stats}
+        return {"num_samples": num_samples, "problems": problems, "stats": stats, "pooled": pooled}
     ds = ray.data.from_items(items, override_num_blocks=_num_blocks(len(candidates), config)).map_batches(
         inspect_clips, fn_kwargs={"features": config.features}, batch_size=config.clips_per_batch, num_cpus=1,
         compute=cpu_tasks(),
@@ -228,12 +250,15 @@ def _inspect(candidates: list[ClipRecord], config: PrepareConfig) -> dict:
         for j, i in enumerate(batch["idx"]):
             if batch["kind"][j]:
                 problems[int(i)] = Problem(str(batch["kind"][j]), str(batch["reason"][j]))
-            else:
-                num_samples[i] = batch["num_samples"][j]
-            stats.add_sums(batch["band_sum"][j], batch["band_sumsq"][j], batch["frames"][j])
+                continue
+            num_samples[i] = batch["num_samples"][j]
+            for key, values in pooled.items():
+                values[i] = batch[key][j]
+            if candidates[i].source in TRAIN_SOURCES:
+                stats.add_sums(batch["band_sum"][j], batch["band_sumsq"][j], batch["frames"][j])
         if config.on_bad == "fail" and problems:
             break  # leaving the iterator stops the streaming job
-    return {"num_samples": num_samples, "problems": problems, "stats": stats}
+    return {"num_samples": num_samples, "problems": problems, "stats": stats, "pooled": pooled}
 
 
 def check_visible(candidates: list[ClipRecord], problems: dict[int, Problem]) -> None:
@@ -315,6 +340,18 @@ def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray,
     return len(rows)
 
 
+def _write_pooled(good: list[tuple[int, ClipRecord]], pooled: dict[str, np.ndarray], shards_dir) -> None:
+    """``pooled.parquet`` (:data:`POOLED_SCHEMA`) from the inspect pass's sums of the written clips."""
+    idx = np.array([i for i, _ in good], np.int64)
+    frames = pooled["frames"][idx]
+    n = np.maximum(frames, 1)[:, None]  # every decoded clip has at least one frame (the STFT is centred)
+    mean = pooled["band_sum"][idx] / n
+    std = np.sqrt(np.maximum(pooled["band_sumsq"][idx] / n - mean**2, 0.0))
+    table = pa.table({"clip_id": [r.fname for _, r in good], "source": [r.source for _, r in good], "frames": frames,
+                      "mean": list(mean), "std": list(std), "max": list(pooled["band_max"][idx])}, schema=POOLED_SCHEMA)
+    pq.write_table(table, str(shards_dir / "pooled.parquet"))
+
+
 # -- bookkeeping ----------------------------------------------------------------------------
 
 
@@ -384,7 +421,7 @@ def _begin(shards_dir) -> None:
     shards_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}))
     (shards_dir / "manifest.json").unlink(missing_ok=True)
-    for name in ("audio", "excerpts.parquet", "stats.json", "vocabulary.json"):
+    for name in ("audio", "excerpts.parquet", "pooled.parquet", "stats.json", "vocabulary.json"):
         remove_tree(shards_dir / name)
 
 

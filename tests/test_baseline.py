@@ -12,7 +12,7 @@ import torch
 
 from ray_tagger import baseline
 from ray_tagger.baseline import NAME, best_row, blend, clip_features, fit_baselines, fit_logistic, pooled_features
-from ray_tagger.features import LogMel, normalized_clips
+from ray_tagger.features import FeatureConfig, LogMel, normalized_clips
 from ray_tagger.metrics import lwlrap
 from ray_tagger.normalization import NormStats
 from ray_tagger.report import chance_lwlrap, format_table, results_table
@@ -150,10 +150,40 @@ def test_a_second_fit_reads_the_cached_features_and_gives_the_same_scores(fitted
         raise AssertionError("the features were computed again")
 
     monkeypatch.setattr(baseline, "shard_features", recompute)
+    monkeypatch.setattr(baseline, "prepared_features", recompute)
     again = fit_baselines(shards, out, fnames[::-1], truth[::-1])
     for name in ROW_NAMES:
         assert np.array_equal(again[name], scores[name][::-1])
     assert json.loads((out / "baseline.json").read_text())["feature_seconds"] is None
+
+
+def test_features_from_prepare_equal_a_pass_over_the_shards_audio(fitted):
+    """The pooled statistics ``prepare`` wrote, normalised, against :func:`shard_features`'s own pass
+    (decoding the stored audio, log-mel in padded batches): same clips in the same order, same
+    labels and folds, features equal to float32 rounding."""
+    from ray_tagger.baseline import prepared_features, shard_features
+
+    shards = fitted[0]
+    from_prepare, from_audio = prepared_features(shards), shard_features(shards)
+    assert len(from_prepare["clip_id"]) == 64 + 64 + 32
+    for key in ("clip_id", "source", "fold", "targets"):
+        assert np.array_equal(from_prepare[key], from_audio[key]), key
+    assert from_prepare["features"].shape == from_audio["features"].shape == (160, 384)
+    np.testing.assert_allclose(from_prepare["features"], from_audio["features"], rtol=1e-5, atol=1e-5)
+
+
+def test_shards_without_pooled_statistics_get_them_from_the_audio(fitted, tmp_path, monkeypatch):
+    """Shards prepared before ``pooled.parquet`` existed: the baseline computes the features itself."""
+    import shutil
+
+    shards = tmp_path / "shards"
+    shutil.copytree(fitted[0], shards)
+    (shards / "pooled.parquet").unlink()
+    assert baseline.prepared_features(shards) is None
+    calls = []
+    monkeypatch.setattr(baseline, "shard_features", lambda *a, **k: calls.append(a) or baseline.prepared_features(fitted[0]))
+    data, seconds = baseline.cached_features(shards, tmp_path / "out", FeatureConfig(), baseline.BaselineConfig())
+    assert len(calls) == 1 and len(data["clip_id"]) == 160 and seconds > 0
 
 
 def test_blend_is_the_weighted_mean_of_the_members_mean_and_the_baseline():

@@ -164,7 +164,7 @@ def test_bench_driver_modes_compute_what_the_bare_loop_computes(shards, tmp_path
     clips = {s: len(_rows(shards, s)) for s in ("curated", "noisy", "test")}
     assert (scoring.stage, scoring.examples) == ("scoring", 2 * splits * clips["noisy"])  # both excerpts of every split
     assert (features.stage, features.examples) == ("features", sum(clips.values()))
-    for stage, modes in (("scoring", ("v1", "v2")), ("features", ("capped", "uncapped"))):
+    for stage, modes in (("scoring", ("v1", "v2")), ("features", ("capped", "uncapped", "prepared"))):
         result = scoring if stage == "scoring" else features
         assert list(result.seconds) == ["bare", *modes]
         keys, bare = result.outputs["bare"]
@@ -175,7 +175,7 @@ def test_bench_driver_modes_compute_what_the_bare_loop_computes(shards, tmp_path
             assert result.ratio(mode) == pytest.approx(result.seconds[mode][0] / result.seconds["bare"][0])
     text = driver.format_report(b)
     for line in ("scoring   bare", "scoring   v1", "scoring   v2", "features  bare", "features  capped",
-                 "features  uncapped", "source=noisy, 1 member(s)", "logical CPUs", "command: "):
+                 "features  uncapped", "features  prepared", "source=noisy, 1 member(s)", "logical CPUs", "command: "):
         assert line in text
     assert ray.data.DataContext.get_current().use_datasource_v2 is False  # the session's reader, restored
 

@@ -178,7 +178,8 @@ def test_a_tiny_run_on_two_nodes_keeps_everything_in_the_bucket(s3, tmp_path):
     finally:
         cluster.shutdown()
     keys = _objects("shards/")
-    assert {"shards/manifest.json", "shards/stats.json", "shards/vocabulary.json", "shards/excerpts.parquet"} <= set(keys)
+    assert {"shards/manifest.json", "shards/stats.json", "shards/vocabulary.json", "shards/excerpts.parquet",
+            "shards/pooled.parquet"} <= set(keys)
     assert not any(k.endswith("_PREPARING") for k in keys), "prepare committed its shards"
     assert any(k.startswith("shards/audio/source=noisy/") and k.endswith(".parquet") for k in keys)
     manifest = json.loads(location(f"{shards}/manifest.json").read_text())

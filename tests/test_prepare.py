@@ -132,6 +132,25 @@ def test_statistics_have_the_report_shape_and_match_a_direct_computation(demo):
     np.testing.assert_allclose(std, (x - x.mean(axis=1, keepdims=True)).std(), rtol=1e-9)
 
 
+def test_pooled_statistics_of_every_clip_match_a_direct_computation(demo):
+    """``pooled.parquet``: one row per written clip of every source (test clips too), holding the
+    per-band mean, population std and max of the clip's own log-mel over its ``1 + T // 882`` frames."""
+    data, shards, manifest = demo
+    rows = pq.read_table(shards / "pooled.parquet").to_pylist()
+    assert sorted((r["source"], r["clip_id"]) for r in rows) == sorted(
+        (s, r["clip_id"]) for s in FOLDERS for r in _audio(shards, s, ["clip_id"]))
+    assert len(rows) == sum(c["written"] for c in manifest["counts"].values())
+    assert "pooled.parquet" in manifest["files"]
+    logmel = LogMel(FeatureConfig())
+    for r in rows:
+        wav, _ = sf.read(data / FOLDERS[r["source"]] / r["clip_id"], dtype="int16")
+        x = logmel.clip(torch.from_numpy(to_float(wav))).double().numpy()
+        assert r["frames"] == x.shape[1] == 1 + len(wav) // 882
+        np.testing.assert_allclose(r["mean"], x.mean(axis=1), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(r["std"], x.std(axis=1), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(r["max"], x.max(axis=1), rtol=1e-9, atol=1e-9)
+
+
 def test_statistics_follow_the_configured_mel_bands_and_stages_check_them(demo, tmp_path):
     from ray_tagger.stream import FeatureMismatchError, shard_meta
 

@@ -12,8 +12,10 @@ processes, each importing torch; Ray Data's Parquet reader) weigh as much as the
 - ``features``: the classical baseline's pooled log-mel features of every clip of the shards.
   ``bare``: :func:`~ray_tagger.baseline.featurize_rows` in this process; ``capped``:
   :func:`~ray_tagger.baseline.shard_features` with at most one task per core of this machine
-  (what the commands do on a local Ray, :func:`~ray_tagger.runtime.cpu_tasks`); ``uncapped``:
-  as many tasks as the logical CPUs allow.
+  (what the commands did on a local Ray before ``prepare`` kept the statistics,
+  :func:`~ray_tagger.runtime.cpu_tasks`); ``uncapped``: as many tasks as the logical CPUs allow;
+  ``prepared``: :func:`~ray_tagger.baseline.prepared_features`, from the statistics ``prepare``
+  wrote (what the commands do now; shards without ``pooled.parquet`` cannot run this mode).
 
 Each pass runs every mode once, in that order, so that a drift of the machine falls on all of
 them; the table gives each mode's median seconds per pass and its ratio to ``bare`` of the same
@@ -36,14 +38,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from ..baseline import featurize_rows, shard_features
+from ..baseline import featurize_rows, prepared_features, shard_features
 from ..features import FeatureConfig
 from ..infer import EnsembleScorer, member_paths, score, shard_rows
 from ..runtime import core_tasks
 from ..storage import location
 from ..stream import shard_meta
 
-MODES = {"scoring": ("bare", "v1", "v2"), "features": ("bare", "capped", "uncapped")}
+MODES = {"scoring": ("bare", "v1", "v2"), "features": ("bare", "capped", "uncapped", "prepared")}
 ROWS_PER_BATCH = 8
 """Shard rows per scorer call or feature task on both sides (as :func:`~ray_tagger.infer.score` and
 :class:`~ray_tagger.baseline.BaselineConfig` do)."""
@@ -134,6 +136,14 @@ def _ray_features(shards_dir: Path, features: FeatureConfig, capped: bool) -> tu
     return [f"{s}/{c}" for s, c in zip(out["source"], out["clip_id"])], out["features"]
 
 
+def _prepared_features(shards_dir: Path, features: FeatureConfig) -> tuple[list[str], np.ndarray]:
+    out = prepared_features(shards_dir, features)
+    if out is None:
+        raise FileNotFoundError(f"{shards_dir}: no pooled.parquet (prepared by an earlier version); prepare the data "
+                                "again or leave out the mode features:prepared")
+    return [f"{s}/{c}" for s, c in zip(out["source"], out["clip_id"])], out["features"]
+
+
 def measure(shards_dir: str | Path, run_dir: str | Path, source: str = "curated", passes: int = 3,
             modes: dict[str, tuple[str, ...]] | None = None, progress=None) -> DriverBench:
     """Time every mode of every stage ``passes`` times (needs a Ray session); ``modes`` picks a subset
@@ -154,7 +164,8 @@ def measure(shards_dir: str | Path, run_dir: str | Path, source: str = "curated"
                     "v2": lambda: _ray_scoring(root, source, members, audio_format, v2=True)},
         "features": {"bare": lambda: _bare_features(root, features),
                      "capped": lambda: _ray_features(root, features, capped=True),
-                     "uncapped": lambda: _ray_features(root, features, capped=False)},
+                     "uncapped": lambda: _ray_features(root, features, capped=False),
+                     "prepared": lambda: _prepared_features(root, features)},
     }
     results = {s: StageResult(s, 0) for s in chosen}
     for p in range(passes):
