@@ -132,8 +132,7 @@ def _bare_features(shards_dir: Path, features: FeatureConfig) -> tuple[list[str]
 
 
 def _ray_features(shards_dir: Path, features: FeatureConfig, capped: bool) -> tuple[list[str], np.ndarray]:
-    out = shard_features(shards_dir, features, ROWS_PER_BATCH, compute=core_tasks() if capped else None)
-    return [f"{s}/{c}" for s, c in zip(out["source"], out["clip_id"])], out["features"]
+    return _keyed(shard_features(shards_dir, features, ROWS_PER_BATCH, compute=core_tasks() if capped else None))
 
 
 def _prepared_features(shards_dir: Path, features: FeatureConfig) -> tuple[list[str], np.ndarray]:
@@ -141,6 +140,11 @@ def _prepared_features(shards_dir: Path, features: FeatureConfig) -> tuple[list[
     if out is None:
         raise FileNotFoundError(f"{shards_dir}: no pooled.parquet (prepared by an earlier version); prepare the data "
                                 "again or leave out the mode features:prepared")
+    return _keyed(out)
+
+
+def _keyed(out: dict) -> tuple[list[str], np.ndarray]:
+    """The baseline's features (``source``, ``clip_id``, ``features``) as ``source/clip_id`` keys and rows."""
     return [f"{s}/{c}" for s, c in zip(out["source"], out["clip_id"])], out["features"]
 
 
