@@ -49,7 +49,7 @@ from .features import FeatureConfig, LogMel, pad_waves
 from .layout import n_hot
 from .metrics import lwlrap
 from .normalization import NormStats
-from .runtime import cpu_tasks
+from .runtime import cpu_tasks, ensure_ray
 from .storage import location
 from .stream import shard_meta
 
@@ -123,6 +123,7 @@ def shard_features(shards_dir: str | Path, features: FeatureConfig = FeatureConf
     ``compute``: the tasks' ``compute=`` (``auto``: :func:`~ray_tagger.runtime.cpu_tasks`)."""
     import ray
 
+    ensure_ray()
     classes, stats, audio_format = shard_meta(shards_dir, features)
     dirs = [p for p in sorted((location(shards_dir) / "audio").glob("source=*")) if p.is_dir()]
     ds = ray.data.read_parquet([str(p) for p in dirs], columns=["clip_id", "labels", "fold", "audio", "source"])

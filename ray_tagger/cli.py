@@ -57,14 +57,14 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .config import resolve
-    from .runtime import ensure_ray
+    from .runtime import defer_ray
     from .train import Placement, required_cpus, train
 
     job = resolve(args.preset, args.set, extra={"stream": {"R": args.R}} if args.R is not None else None)
     fold = None if args.fold == "none" else int(args.fold)
     placement = Placement(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     needed = int(required_cpus(job, placement, fold is not None) + 0.999)
-    ensure_ray(args.num_cpus or max(os.cpu_count() or 1, needed))
+    defer_ray(args.num_cpus or max(os.cpu_count() or 1, needed))  # started by train() unless the run is complete
     run_dir = location(args.run_dir)
     with runs_progress("train", {run_dir.name: run_dir}, job.optim.iterations):
         summary = train(args.shards_dir, run_dir, job, args.split, fold, placement, args.storage_path,
@@ -115,16 +115,17 @@ def _placement(args: argparse.Namespace):
 
 
 def _ensure_ray_for_runs(args: argparse.Namespace, job, n_runs: int, holdout: bool) -> int | None:
-    """Connect to Ray; a local Ray gets logical CPUs for ``--concurrency`` runs (default: as many
-    runs as cores, at least 2, at most ``n_runs``). Returns the concurrency to ask for (None: fit the cluster)."""
+    """Connect to ``RAY_ADDRESS`` now, or size the local Ray that the first stage with work starts
+    (:func:`~ray_tagger.runtime.defer_ray`): logical CPUs for ``--concurrency`` runs (default: as
+    many runs as cores, at least 2, at most ``n_runs``). Returns the concurrency to ask for (None: fit the cluster)."""
     from .runs import local_cpus
-    from .runtime import ensure_ray
+    from .runtime import defer_ray
 
     if os.environ.get("RAY_ADDRESS"):
-        ensure_ray()
+        defer_ray()
         return args.concurrency
     concurrency = args.concurrency or min(n_runs, max(2, os.cpu_count() or 1))
-    ensure_ray(args.num_cpus or local_cpus(job, _placement(args), holdout, concurrency))
+    defer_ray(args.num_cpus or local_cpus(job, _placement(args), holdout, concurrency))
     return concurrency
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .infer import EnsembleScorer, check_model_files, file_rows, member_paths, read_audio, score, shard_rows
+from .runtime import ensure_ray
 from .storage import location
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def predict_scores(run_dir: str | Path, inputs: list[str | Path], actors: int = 
     ``pooled``, given a list, receives the ``(N, 3F)`` pooled features of the same inputs (:func:`~ray_tagger.infer.score`)."""
     from .stream import shard_meta
 
+    ensure_ray()
     members = member_paths(run_dir)
     classes = check_model_files(members)[0]["classes"]
     kind, what = resolve_inputs(inputs)

@@ -43,7 +43,7 @@ from .decode import AUDIO_FORMATS, BadAudio, encode, read_source, to_float
 from .features import FeatureConfig
 from .layout import SOURCES, ClipRecord, DataSetIndex, Problem, read_dataset
 from .normalization import StatsAccumulator
-from .runtime import cpu_tasks
+from .runtime import cpu_tasks, ensure_ray
 from .splits import assign_folds, excerpt_id, noisy_cut
 from .storage import location, remove_tree
 
@@ -155,6 +155,7 @@ def prepare(data_dir: str | Path, shards_dir: str | Path, config: PrepareConfig 
     if existing is not None and existing.get("fingerprint") == fingerprint:
         log.info("%s is up to date with %s; nothing to do", shards_dir, data_dir)
         return existing
+    ensure_ray()
     bad_rows = [r for r in index.records if r.problem is not None]
     if config.on_bad == "fail" and bad_rows:
         raise BadInputError(bad_rows[0].problem)

@@ -44,6 +44,7 @@ from .layout import n_hot
 from .metrics import lwlrap
 from .report import chance_lwlrap
 from .runs import RunSpec, train_many
+from .runtime import ensure_ray
 from .splits import excerpt_id
 from .storage import location
 from .stream import shard_meta
@@ -193,6 +194,7 @@ def relabel(
     if summary_path.is_file():
         stage(log, "%s is complete; nothing to relabel", out_dir)
         return json.loads(summary_path.read_text())
+    ensure_ray()
     classes, _, audio_format = shard_meta(shards_dir, job.features)
     manifest = json.loads((shards_dir / "manifest.json").read_text())
     n_splits, n_folds = manifest["config"]["splits"], manifest["config"]["folds"]

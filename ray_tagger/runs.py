@@ -24,6 +24,7 @@ import ray
 
 from . import console
 from .config import TrainJobConfig
+from .runtime import ensure_ray
 from .storage import location
 from .stream import shard_meta
 from .train import Placement, required_cpus, train
@@ -114,6 +115,7 @@ def train_many(
     if done:
         console.stage(log, "%s: %d of %d runs are complete and are not trained again", stage, done, len(specs))
     if todo:
+        ensure_ray()
         holdout = any(s.fold is not None for s in todo)
         fit = fits_at_once(job, placement, holdout)
         if fit < 1 and concurrency is None:

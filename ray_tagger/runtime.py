@@ -12,6 +12,7 @@ from .console import stage
 log = logging.getLogger(__name__)
 
 _started_here = False
+_deferred_cpus: int | None = None
 
 LOCAL_TRAIN_POLL_S = "0.5"
 """Ray Train's controller polls its workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s by
@@ -23,13 +24,16 @@ after the final report 3.9 s → 1.4 s; docs/BENCHMARKS.md). A cluster keeps its
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Connect once per process: to ``RAY_ADDRESS`` if set (as under ``ray job submit``; ``auto``
     attaches to a head started on this machine), otherwise start a local single-node Ray
-    (``num_cpus`` logical CPUs, default: all cores). The local Ray is always a new one: a bare
-    ``ray.init()`` would attach to any head whose address ``ray start`` left in
-    ``/tmp/ray/ray_current_cluster`` and then refuse ``num_cpus``."""
+    (``num_cpus`` logical CPUs, default: what :func:`defer_ray` recorded, else all cores). The local
+    Ray is always a new one: a bare ``ray.init()`` would attach to any head whose address ``ray
+    start`` left in ``/tmp/ray/ray_current_cluster`` and then refuse ``num_cpus``. Every stage that
+    hands Ray work calls it first."""
     global _started_here
     use_v1_parquet_reader()
     if ray.is_initialized():
         return
+    if num_cpus is None:
+        num_cpus = _deferred_cpus
     address = os.environ.get("RAY_ADDRESS")
     if address:
         stage(log, "connecting to the Ray cluster at %s", address)
@@ -39,6 +43,18 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_TRAIN_POLL_S)  # its processes inherit it
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
         _started_here = True
+
+
+def defer_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` now if set; otherwise only record ``num_cpus`` for the local Ray
+    that :func:`ensure_ray` starts when a stage first has work for it. A command run again on
+    complete outputs (``train``, ``run``) then answers without starting one (about 15-20 s of a
+    2-core machine: the processes Ray starts with, and their shutdown)."""
+    global _deferred_cpus
+    if os.environ.get("RAY_ADDRESS"):
+        ensure_ray()
+    else:
+        _deferred_cpus = num_cpus
 
 
 def cpu_tasks():
@@ -70,7 +86,7 @@ def use_v1_parquet_reader() -> None:
 
 def shutdown_own_ray() -> None:
     """Stop the local Ray that :func:`ensure_ray` started in this process (nothing else)."""
-    global _started_here
+    global _started_here, _deferred_cpus
     if _started_here and ray.is_initialized():
         ray.shutdown()
-    _started_here = False
+    _started_here, _deferred_cpus = False, None

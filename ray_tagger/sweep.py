@@ -25,6 +25,7 @@ from .storage import location
 from .config import TrainJobConfig, resolve_system
 from .console import runs_progress, stage
 from .runs import TRIAL_CPU, RunsFailedError
+from .runtime import ensure_ray
 from .stream import shard_meta
 from .train import Placement
 
@@ -95,6 +96,7 @@ def sweep(
 
     if samples < 1:
         raise ValueError("--samples must be at least 1")
+    ensure_ray()
     shard_meta(shards_dir, job.features)  # shards prepared for other log-mel settings: one line, before any trial
     out_dir = location(out_dir)
     base = job

@@ -39,6 +39,7 @@ from .metrics import lwlrap
 from .model import CRNN, fast_layout
 from .modelfile import load_checkpoint, save_checkpoint, save_model
 from .normalization import NormStats
+from .runtime import ensure_ray
 from .scoring import score_features, window_frames
 from .specaugment import SpecAugment
 from .splits import content_key, excerpt_id
@@ -370,6 +371,7 @@ def train(
     if summary_path.is_file():
         log.info("%s is complete; nothing to train", run_dir)
         return json.loads(summary_path.read_text())
+    ensure_ray()
     started = time.time()
     classes, stats, _ = shard_meta(shards_dir, job.features)
     job = dataclasses.replace(job, model=dataclasses.replace(job.model, n_classes=len(classes)))

@@ -1,6 +1,6 @@
-"""``runtime.ensure_ray``: which Ray it connects to, the controller poll a local Ray gets, the
-Parquet reader and the task cap of the driver's Ray Data stages (``ray.init`` replaced by a
-recorder: no Ray is started)."""
+"""``runtime.ensure_ray``: which Ray it connects to, the controller poll a local Ray gets, a local
+Ray deferred until a stage needs it (``defer_ray``), the Parquet reader and the task cap of the
+driver's Ray Data stages (``ray.init`` replaced by a recorder: no Ray is started)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def inits(monkeypatch):
     monkeypatch.setattr(runtime.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(runtime.ray, "init", lambda **kw: calls.append((kw, os.environ.get(VAR))))
     monkeypatch.setattr(runtime, "_started_here", False)
+    monkeypatch.setattr(runtime, "_deferred_cpus", None)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(VAR, raising=False)
     import ray.data
@@ -58,6 +59,22 @@ def test_the_driver_reads_parquet_with_the_v1_reader_on_either_ray(inits, monkey
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     runtime.ensure_ray()
     assert ray.data.DataContext.get_current().use_datasource_v2 is False
+
+
+def test_a_deferred_local_ray_starts_at_the_first_stage_that_needs_it_with_the_cpus_recorded(inits):
+    runtime.defer_ray(num_cpus=5)
+    assert inits == [], "nothing is started before a stage has work"
+    runtime.ensure_ray()
+    assert inits == [({"address": "local", "num_cpus": 5, "include_dashboard": False}, "0.5")]
+    runtime.shutdown_own_ray()  # ray.is_initialized is False here: only the record is reset
+    runtime.ensure_ray()
+    assert inits[-1][0]["num_cpus"] is None, "a later command does not inherit the record"
+
+
+def test_deferring_connects_to_a_named_cluster_at_once(inits, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    runtime.defer_ray(num_cpus=5)
+    assert inits == [({"address": "ray://head:10001"}, None)]
 
 
 def test_driver_side_cpu_tasks_are_capped_at_the_cores_on_a_local_ray_only(inits, monkeypatch):

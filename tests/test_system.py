@@ -208,7 +208,7 @@ def test_the_submission_blends_the_chosen_baseline_row_into_the_members_mean(sys
 
 
 def test_rerunning_a_complete_run_trains_nothing(system_run):
-    run_dir, _, _ = system_run
+    run_dir, _, again = system_run
     before = {**_summaries(run_dir / "relabel"), **{f"final/{k}": v for k, v in _summaries(run_dir / "final").items()}}
     done = subprocess.run(_run_cmd(run_dir), env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -216,6 +216,8 @@ def test_rerunning_a_complete_run_trains_nothing(system_run):
     assert after == before and len(after) == 5
     assert "Trial" not in done.stdout + done.stderr, "no Tune trial may start"
     assert "is complete; nothing to relabel" in done.stderr
+    assert "starting a local Ray" not in done.stderr, "every stage is complete: no Ray is started"
+    assert "starting a local Ray" in again.stderr
 
 
 def test_predict_blends_as_the_submission_did_and_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_path):

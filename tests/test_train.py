@@ -232,7 +232,10 @@ def test_killed_worker_resumes_from_the_checkpoint_with_its_swa_state(shards, tm
     # snapshots at 50, 60 (before the checkpoint) and 70..120 after it: 8 only if SWA state survived
     final = json.loads((run_dir / "summary.json").read_text())
     assert final["iterations"] == 120 and final["swa_snapshots"] == 8
-    assert _run(cmd).stdout.count("trained 120 iterations") == 1, "a complete run trains nothing more"
+    complete = _run(cmd)
+    assert complete.stdout.count("trained 120 iterations") == 1, "a complete run trains nothing more"
+    assert "starting a local Ray" in again.stderr and "starting a local Ray" not in complete.stderr, \
+        "a complete run is answered without starting a Ray"
 
 
 def test_cpu_accounting_against_hand_values():
