@@ -114,7 +114,7 @@ def _placement(args: argparse.Namespace):
     return Placement(args.workers, args.gpus_per_run / args.workers, args.cpus_per_worker)
 
 
-def _ensure_ray_for_runs(args: argparse.Namespace, job, n_runs: int, holdout: bool) -> int | None:
+def _ray_for_runs(args: argparse.Namespace, job, n_runs: int, holdout: bool) -> int | None:
     """Connect to ``RAY_ADDRESS`` now, or size the local Ray that the first stage with work starts
     (:func:`~ray_tagger.runtime.defer_ray`): logical CPUs for ``--concurrency`` runs (default: as
     many runs as cores, at least 2, at most ``n_runs``). Returns the concurrency to ask for (None: fit the cluster)."""
@@ -135,7 +135,7 @@ def _relabel(args: argparse.Namespace) -> int:
 
     job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set, _keep_provided(args))
     n = len(system.relabel_splits) * len(system.relabel_folds)
-    concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
+    concurrency = _ray_for_runs(args, job, n, holdout=True)
     summary = relabel(args.shards_dir, args.run_dir, job, system, _placement(args), concurrency, args.actors)
     say(format_changes(args.run_dir, args.noisy_truth))
     say(f"relabelled tables: {', '.join(summary['tables'].values())}")
@@ -153,7 +153,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 
     extra = {"system": {k: v for k, v in (("final_R", args.R), ("final_splits", args.splits)) if v is not None}}
     job, system = resolve(args.preset, args.set, extra), resolve_system(args.preset, args.set, extra)
-    concurrency = _ensure_ray_for_runs(args, job, len(system.final_R) * len(system.final_splits), holdout=False)
+    concurrency = _ray_for_runs(args, job, len(system.final_R) * len(system.final_splits), holdout=False)
     info = ensemble(args.shards_dir, args.run_dir, args.relabeled, job, system, _placement(args), concurrency)
     say(f"ensemble of {len(info['members'])} models in {args.run_dir}: " + ", ".join(r["name"] for r in info["runs"]))
     return 0
@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
 
     job, system = resolve(args.preset, args.set), resolve_system(args.preset, args.set, _keep_provided(args))
     n = max(len(system.relabel_splits) * len(system.relabel_folds), len(system.final_R) * len(system.final_splits))
-    concurrency = _ensure_ray_for_runs(args, job, n, holdout=True)
+    concurrency = _ray_for_runs(args, job, n, holdout=True)
     actors = args.actors or concurrency or 1  # scoring runs between the training stages, on their CPUs
     run(args.data_dir, args.run_dir, job, system, args.preset, _placement(args), concurrency, args.demo_clips,
         args.demo_classes, actors)
@@ -255,7 +255,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep import format_sweep, sweep
 
     job = resolve(args.preset, args.set)
-    concurrency = _ensure_ray_for_runs(args, job, args.samples, holdout=True)
+    concurrency = _ray_for_runs(args, job, args.samples, holdout=True)
     result = sweep(args.shards_dir, args.run_dir, job, args.preset, args.samples, _placement(args), concurrency,
                    args.grace, args.seed)
     say(format_sweep(result))
