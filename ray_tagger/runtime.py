@@ -20,14 +20,41 @@ default), and a run's end waits for the next poll: on a local Ray this process s
 is every 0.5 s unless the variable is set (a `tiny` training run: 59.5 s → 57.3 s, the wait
 after the final report 3.9 s → 1.4 s; docs/BENCHMARKS.md). A cluster keeps its own setting."""
 
+LOCAL_TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": LOCAL_TRAIN_POLL_S,
+    # Ray Train starts a PreemptionWatcher actor per run that polls Ray Core for nodes being drained
+    # (a cloud reclaiming a spot node): a local Ray has its one node, which nothing drains, so the
+    # actor would only cost a process per training run (1.4-2.3 CPU-s measured).
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+"""What a local Ray this process starts sets for Ray Train, unless the environment sets it."""
+
+
+DASHBOARD_VAR = "RAY_TAGGER_DASHBOARD"
+"""``0`` starts a local Ray without its dashboard: about 5 s less per command on a 2-core machine
+(a 2-iteration `tiny` training run, interleaved: 37.9 and 39.6 s, once 49.8 s, against 43.8-45.0 s
+with it; docs/BENCHMARKS.md), but Ray Train's placement-group cleaner, which asks the dashboard's
+state API whether a run's controller lives, then logs a warning every second of every training run
+and could not remove a dead controller's placement group. The tests set it where they do not
+look at the dashboard."""
+
+
+def local_train_env() -> None:
+    """Set :data:`LOCAL_TRAIN_ENV` where the environment does not (before a local ``ray.init``:
+    the local Ray's processes inherit this process's environment)."""
+    for name, value in LOCAL_TRAIN_ENV.items():
+        os.environ.setdefault(name, value)
+
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Connect once per process: to ``RAY_ADDRESS`` if set (as under ``ray job submit``; ``auto``
     attaches to a head started on this machine), otherwise start a local single-node Ray
     (``num_cpus`` logical CPUs, default: what :func:`defer_ray` recorded, else all cores). The local
     Ray is always a new one: a bare ``ray.init()`` would attach to any head whose address ``ray
-    start`` left in ``/tmp/ray/ray_current_cluster`` and then refuse ``num_cpus``. Every stage that
-    hands Ray work calls it first."""
+    start`` left in ``/tmp/ray/ray_current_cluster`` and then refuse ``num_cpus``. A local Ray has
+    its dashboard on 127.0.0.1 (port 8265, or the next free one; not with ``RAY_TAGGER_DASHBOARD=0``),
+    which the console line names; its state API is also what lets Ray Train's placement-group cleaner
+    find a run's controller. Every stage that hands Ray work calls it first."""
     global _started_here
     use_v1_parquet_reader()
     if ray.is_initialized():
@@ -39,10 +66,19 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         stage(log, "connecting to the Ray cluster at %s", address)
         ray.init(address=address)
     else:
-        stage(log, "starting a local Ray (%s logical CPUs)", num_cpus or "all")
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_TRAIN_POLL_S)  # its processes inherit it
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        local_train_env()
+        dashboard = os.environ.get(DASHBOARD_VAR, "1") != "0"
+        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1")
         _started_here = True
+        cpus = num_cpus or "all"
+        if not dashboard:
+            stage(log, "started a local Ray (%s logical CPUs), without its dashboard (%s=0)", cpus, DASHBOARD_VAR)
+        elif context.dashboard_url:
+            token = "" if os.environ.get("RAY_AUTH_MODE") == "disabled" else \
+                " (sign in with the token `ray get-auth-token` prints)"
+            stage(log, "started a local Ray (%s logical CPUs), its dashboard at http://%s%s", cpus, context.dashboard_url, token)
+        else:
+            stage(log, "started a local Ray (%s logical CPUs); its dashboard did not start (Ray's reason is in the log)", cpus)
 
 
 def defer_ray(num_cpus: int | None = None) -> None:

@@ -7,16 +7,21 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# the commands the tests run start their local Ray without its dashboard (about 5 s each on 2 cores;
+# runtime.DASHBOARD_VAR); the tests that look at it set 1
+os.environ.setdefault("RAY_TAGGER_DASHBOARD", "0")
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     """A new local Ray with 8 logical CPUs on whatever cores the machine has (never a head already
-    running here); shut down after the module."""
+    running here), with the Ray Train settings a command's local Ray gets but no dashboard; shut
+    down after the module."""
     import ray
 
-    from ray_tagger.runtime import use_v1_parquet_reader
+    from ray_tagger.runtime import local_train_env, use_v1_parquet_reader
 
+    local_train_env()
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     use_v1_parquet_reader()  # as every command does (ensure_ray)

@@ -47,13 +47,13 @@ def head_and_job(tmp_path_factory):
     assert [shlex.split(c)[:3] for c in commands] == [["ray", "start", "--head"], ["ray", "job", "submit"],
                                                       ["ray", "job", "status"], ["ray", "stop"]]
     start, submit, status, stop = commands
-    out = {}
+    out = {"dashboard_port": dashboard}
     try:
         done = subprocess.run(shlex.split(start), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         out["unauthenticated"] = _status_code(f"http://127.0.0.1:{dashboard}/api/jobs/")
-        out["beside"] = subprocess.run([sys.executable, "-c", _BESIDE_THE_HEAD], cwd=ROOT, env=env,
-                                       capture_output=True, text=True, timeout=180)
+        out["beside"] = subprocess.run([sys.executable, "-c", _BESIDE_THE_HEAD], cwd=ROOT,
+                                       env={**env, "RAY_TAGGER_DASHBOARD": "1"}, capture_output=True, text=True, timeout=180)
         client = {**env, "RAY_AUTH_MODE": "token"}  # `export RAY_AUTH_MODE=token`
         out["submit"] = subprocess.run(shlex.split(submit), cwd=ROOT, env=client, capture_output=True, text=True,
                                        timeout=1500)
@@ -111,7 +111,8 @@ def test_a_command_without_ray_address_starts_its_own_ray_beside_the_head(head_a
     _, out = head_and_job
     beside = out["beside"]
     assert beside.returncode == 0, beside.stdout[-2000:] + beside.stderr[-2000:]
-    assert "starting a local Ray (2 logical CPUs)" in beside.stderr, beside.stderr[-2000:]
+    assert "started a local Ray (2 logical CPUs), its dashboard at http://127.0.0.1:" in beside.stderr, beside.stderr[-2000:]
+    assert f"127.0.0.1:{out['dashboard_port']}" not in beside.stderr, "its own dashboard, beside the head's"
     assert "CPU 2.0 nodes 1" in beside.stdout, beside.stdout  # its own 2 CPUs, not the head's 12
 
 

@@ -146,6 +146,9 @@ OVERRIDES = ["optim.iterations=2", "optim.bn_refresh_batches=2", "system.relabel
 def ray_local():
     import ray
 
+    from ray_tagger.runtime import local_train_env
+
+    local_train_env()
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

@@ -1,28 +1,40 @@
-"""``runtime.ensure_ray``: which Ray it connects to, the controller poll a local Ray gets, a local
-Ray deferred until a stage needs it (``defer_ray``), the Parquet reader and the task cap of the
-driver's Ray Data stages (``ray.init`` replaced by a recorder: no Ray is started)."""
+"""``runtime.ensure_ray``: which Ray it connects to, what a local Ray gets (the controller poll, no
+preemption watcher, a dashboard whose address the console shows), a local Ray deferred until a
+stage needs it (``defer_ray``), the Parquet reader and the task cap of the driver's Ray Data stages
+(``ray.init`` replaced by a recorder: no Ray is started)."""
 
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 
 from ray_tagger import runtime
 
 VAR = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+LOCAL = {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1"}
 
 
 @pytest.fixture
 def inits(monkeypatch):
-    """Each ``ray.init`` call's keyword arguments and the poll variable at that moment."""
+    """Each ``ray.init`` call's keyword arguments and the poll variable at that moment (the recorder
+    answers as a local Ray whose dashboard took port 8266)."""
     calls = []
+
+    def init(**kw):
+        calls.append((kw, os.environ.get(VAR)))
+        return SimpleNamespace(dashboard_url="127.0.0.1:8266")
+
     monkeypatch.setattr(runtime.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(runtime.ray, "init", lambda **kw: calls.append((kw, os.environ.get(VAR))))
+    monkeypatch.setattr(runtime.ray, "init", init)
     monkeypatch.setattr(runtime, "_started_here", False)
     monkeypatch.setattr(runtime, "_deferred_cpus", None)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv(VAR, raising=False)
+    for name in (VAR, WATCHER, "RAY_AUTH_MODE", runtime.DASHBOARD_VAR):  # unset here, as they were before the test afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
@@ -32,14 +44,45 @@ def inits(monkeypatch):
 
 def test_a_local_ray_polls_its_training_runs_every_half_second(inits):
     runtime.ensure_ray(num_cpus=3)
-    assert inits == [({"address": "local", "num_cpus": 3, "include_dashboard": False}, "0.5")]
+    assert inits == [({**LOCAL, "num_cpus": 3}, "0.5")]
     assert runtime._started_here
+
+
+def test_a_local_ray_starts_no_preemption_watcher_and_shows_its_dashboard(inits, caplog, monkeypatch):
+    caplog.set_level("INFO", logger=runtime.log.name)
+    runtime.ensure_ray(num_cpus=3)
+    assert os.environ[WATCHER] == "0"
+    assert [(r.getMessage(), r.console) for r in caplog.records] == [(
+        "started a local Ray (3 logical CPUs), its dashboard at http://127.0.0.1:8266 "
+        "(sign in with the token `ray get-auth-token` prints)", True)]  # a console line
+    caplog.clear()
+    monkeypatch.setattr(runtime, "_started_here", False)
+    monkeypatch.setenv(WATCHER, "1")  # a user's setting is kept
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token to sign in with
+    runtime.ensure_ray(num_cpus=3)
+    assert os.environ[WATCHER] == "1"
+    assert [r.getMessage() for r in caplog.records] == [
+        "started a local Ray (3 logical CPUs), its dashboard at http://127.0.0.1:8266"]
+    caplog.clear()
+    monkeypatch.setattr(runtime, "_started_here", False)
+    monkeypatch.setenv(runtime.DASHBOARD_VAR, "0")
+    runtime.ensure_ray(num_cpus=3)
+    assert inits[-1][0]["include_dashboard"] is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "started a local Ray (3 logical CPUs), without its dashboard (RAY_TAGGER_DASHBOARD=0)"]
+    caplog.clear()
+    monkeypatch.setattr(runtime, "_started_here", False)
+    monkeypatch.delenv(runtime.DASHBOARD_VAR)
+    monkeypatch.setattr(runtime.ray, "init", lambda **kw: SimpleNamespace(dashboard_url=""))  # Ray started without it
+    runtime.ensure_ray(num_cpus=3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "started a local Ray (3 logical CPUs); its dashboard did not start (Ray's reason is in the log)"]
 
 
 def test_a_users_poll_setting_is_kept(inits, monkeypatch):
     monkeypatch.setenv(VAR, "2.0")
     runtime.ensure_ray()
-    assert inits == [({"address": "local", "num_cpus": None, "include_dashboard": False}, "2.0")]
+    assert inits == [({**LOCAL, "num_cpus": None}, "2.0")]
 
 
 def test_a_cluster_keeps_its_own_setting(inits, monkeypatch):
@@ -65,7 +108,7 @@ def test_a_deferred_local_ray_starts_at_the_first_stage_that_needs_it_with_the_c
     runtime.defer_ray(num_cpus=5)
     assert inits == [], "nothing is started before a stage has work"
     runtime.ensure_ray()
-    assert inits == [({"address": "local", "num_cpus": 5, "include_dashboard": False}, "0.5")]
+    assert inits == [({**LOCAL, "num_cpus": 5}, "0.5")]
     runtime.shutdown_own_ray()  # ray.is_initialized is False here: only the record is reset
     runtime.ensure_ray()
     assert inits[-1][0]["num_cpus"] is None, "a later command does not inherit the record"

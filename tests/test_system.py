@@ -216,8 +216,8 @@ def test_rerunning_a_complete_run_trains_nothing(system_run):
     assert after == before and len(after) == 5
     assert "Trial" not in done.stdout + done.stderr, "no Tune trial may start"
     assert "is complete; nothing to relabel" in done.stderr
-    assert "starting a local Ray" not in done.stderr, "every stage is complete: no Ray is started"
-    assert "starting a local Ray" in again.stderr
+    assert "started a local Ray" not in done.stderr, "every stage is complete: no Ray is started"
+    assert "started a local Ray" in again.stderr
 
 
 def test_predict_blends_as_the_submission_did_and_evaluate_equals_the_lwlrap_computed_here(system_run, tmp_path):
