@@ -142,19 +142,6 @@ def test_format_changes_states_the_check_and_the_precision(tmp_path):
 OVERRIDES = ["optim.iterations=2", "optim.bn_refresh_batches=2", "system.relabel_folds=[0]"]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from ray_tagger.runtime import local_train_env
-
-    local_train_env()
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray
-    ray.shutdown()
-
-
 def _cli(*args: str) -> tuple[int, str, str]:
     """``ray-tagger ARGS --preset tiny ...`` in this process (the module's Ray session) -> exit code, stdout, stderr."""
     from ray_tagger.cli import main
@@ -171,7 +158,7 @@ def _cli(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def refused(ray_local, tmp_path_factory):
+def refused(ray_session, tmp_path_factory):
     """A demo set (1 split, 2 folds), relabelling runs of 2 iterations; ``ray-tagger relabel`` refuses."""
     from ray_tagger.config import resolve_features
     from ray_tagger.demo_data import DemoConfig, generate
