@@ -255,10 +255,12 @@ def _inspect(candidates: list[ClipRecord], config: PrepareConfig) -> dict:
             num_samples[i] = batch["num_samples"][j]
             for key, values in pooled.items():
                 values[i] = batch[key][j]
-            if candidates[i].source in TRAIN_SOURCES:
-                stats.add_sums(batch["band_sum"][j], batch["band_sumsq"][j], batch["frames"][j])
         if config.on_bad == "fail" and problems:
             break  # leaving the iterator stops the streaming job
+    # summed in the data set's order, not in the order the tasks finished: float sums depend on their order
+    for i, r in enumerate(candidates):
+        if i not in problems and r.source in TRAIN_SOURCES:
+            stats.add_sums(pooled["band_sum"][i], pooled["band_sumsq"][i], pooled["frames"][i])
     return {"num_samples": num_samples, "problems": problems, "stats": stats, "pooled": pooled}
 
 
@@ -321,7 +323,15 @@ def _write_audio(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, sh
         num_cpus=1,
         compute=cpu_tasks(),
     )
-    ds.write_parquet(str(shards_dir / "audio"), partition_cols=["source"], min_rows_per_file=config.rows_per_file)
+    # the clips reach the files in the data set's order whichever encode task finishes first: a training stream
+    # reads a file's rows in the order they are stored, so two prepares of one data set must store the same order
+    context = ds.context
+    options = context.execution_options
+    context.execution_options = ray.data.ExecutionOptions(preserve_order=True)
+    try:
+        ds.write_parquet(str(shards_dir / "audio"), partition_cols=["source"], min_rows_per_file=config.rows_per_file)
+    finally:
+        context.execution_options = options
 
 
 def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, shards_dir, config: PrepareConfig) -> int:

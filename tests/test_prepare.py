@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 import soundfile as sf
 import torch
 
+from ray_tagger import prepare as prepare_module
+from ray_tagger import runtime
 from ray_tagger.decode import decode, to_float
 from ray_tagger.demo_data import DemoConfig, generate
 from ray_tagger.features import FeatureConfig, LogMel
@@ -177,6 +180,49 @@ def test_prepare_takes_the_features_of_a_preset_and_nothing_else(demo, tmp_path,
     assert main(["prepare", str(data), str(tmp_path / "s"), "--set", "optim.lr=0.1"]) == 1
     assert "prepare --set takes only features.FIELD=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def _stored_order(shards: Path, source: str) -> list[str]:
+    """The clip ids of a source as a training stream reads them: file by file, in each file's row order."""
+    files = sorted((shards / "audio" / f"source={source}").glob("*.parquet"))
+    return [c for f in files for c in pq.read_table(f, columns=["clip_id"]).column("clip_id").to_pylist()]
+
+
+def test_clips_are_stored_in_the_data_sets_order_whichever_task_finishes_first(demo, tmp_path, monkeypatch):
+    """One clip per task, tasks run side by side, and the tasks of the second curated and the second
+    noisy clip held back a second in both passes, so that they finish after later ones: the files
+    still list the clips in CSV order (without ``preserve_order`` on the write they listed the held-back
+    clip later), and the statistics are the default prepare's to the last digit. The stages run as
+    under a local Ray the command started (one task per core: encoding and writing are then two Ray
+    Data operators, as in ``make demo``), with Ray Data's per-operator reservations off so that two
+    tasks run at once (with them, small tasks ran one at a time here)."""
+    data, shards, _ = demo
+    slow = {_csv_rows(data / "train_curated.csv")[1]["fname"], _csv_rows(data / "train_noisy.csv")[1]["fname"]}
+    inspect, encode = prepare_module.inspect_clips, prepare_module.encode_clips
+
+    def slow_inspect(batch, features):  # nested, so that Ray ships it by value to its workers
+        if slow & {os.path.basename(p) for p in batch["path"]}:
+            time.sleep(1.0)
+        return inspect(batch, features)
+
+    def slow_encode(batch, sample_rate, audio_format):
+        if slow & set(batch.column("clip_id").to_pylist()):
+            time.sleep(1.0)
+        return encode(batch, sample_rate, audio_format)
+
+    monkeypatch.setattr(runtime, "_started_here", True)
+    monkeypatch.setattr(prepare_module, "inspect_clips", slow_inspect)
+    monkeypatch.setattr(prepare_module, "encode_clips", slow_encode)
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "op_resource_reservation_enabled", False)
+    again = tmp_path / "shards"
+    prepare(data, again, PrepareConfig(clips_per_batch=1, rows_per_file=CLIPS // 2))
+    for source, csv_name in (("curated", "train_curated.csv"), ("noisy", "train_noisy.csv"),
+                             ("test", "sample_submission.csv")):
+        expected = [r["fname"] for r in _csv_rows(data / csv_name)]
+        assert _stored_order(again, source) == expected
+        assert _stored_order(shards, source) == expected
+    assert len(list((again / "audio" / "source=noisy").glob("*.parquet"))) == 2
+    assert (again / "stats.json").read_text() == (shards / "stats.json").read_text()
 
 
 def test_rerun_on_the_same_input_is_a_no_op(demo):
