@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e  # trains models through the CLI (see pyproject.toml)
+# trains models through the CLI; its `ray stop` stops every Ray process on the machine, so it runs
+# after the suite's parallel part, alone (see pyproject.toml and the Makefile)
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -183,16 +183,24 @@ def test_the_same_seed_gives_the_same_loss_trace_with_features_on_the_pipeline_o
     assert yaml.safe_load((again / "config.yaml").read_text())["job"]["stream"]["features_on"] == "trainer"
 
 
-def _train_worker_pids() -> list[int]:
-    pids = []
+def _train_worker_pids(root: int) -> list[int]:
+    """The Ray Train workers among the processes under ``root`` (the command and the local Ray it
+    started), not those of another test's Ray on the same machine."""
+    parents, cmdlines = {}, {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"RayTrainWorker" in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
+                stat = (proc / "stat").read_text()
+                parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                cmdlines[int(proc.name)] = (proc / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
                 pass
-    return pids
+    under, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in under} - under
+        under |= more
+        grew = bool(more)
+    return [pid for pid in sorted(under) if b"RayTrainWorker" in cmdlines.get(pid, b"")]
 
 
 def _latest_checkpoint(run_dir: Path) -> str | None:
@@ -219,7 +227,9 @@ def test_killed_worker_resumes_from_the_checkpoint_with_its_swa_state(shards, tm
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed"
     before = _metrics(run_dir)
-    for pid in _train_worker_pids():
+    workers = _train_worker_pids(proc.pid)
+    assert workers, "no Ray Train worker under the command's process"
+    for pid in workers:
         os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "re-run the same command" in err
