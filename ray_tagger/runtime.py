@@ -68,7 +68,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     else:
         local_train_env()
         dashboard = os.environ.get(DASHBOARD_VAR, "1") != "0"
-        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1")
+        context = start_local_ray(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1")
         _started_here = True
         cpus = num_cpus or "all"
         if not dashboard:
@@ -79,6 +79,26 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             stage(log, "started a local Ray (%s logical CPUs), its dashboard at http://%s%s", cpus, context.dashboard_url, token)
         else:
             stage(log, "started a local Ray (%s logical CPUs); its dashboard did not start (Ray's reason is in the log)", cpus)
+
+
+START_TRIES = 2
+"""How often a local Ray is started before a command gives up. On a machine whose cores are all
+busy (two test processes side by side on 2 cores, each with its local Ray) the raylet once waited
+longer than its fixed ~15 s for the dashboard agent's ports and exited, and ``ray.init`` raised
+"The current node timed out during startup"; a second start is the remedy Ray's message implies."""
+
+
+def start_local_ray(**init_kwargs):
+    """``ray.init(address="local", **init_kwargs)``, tried :data:`START_TRIES` times when Ray reports
+    that the new node timed out during startup; returns Ray's context."""
+    for attempt in range(1, START_TRIES + 1):
+        try:
+            return ray.init(address="local", **init_kwargs)
+        except Exception as e:  # Ray raises a bare Exception for this
+            if attempt == START_TRIES or "timed out during startup" not in str(e):
+                raise
+            log.warning("the local Ray did not start (%s); starting it again (try %d of %d)", e, attempt + 1, START_TRIES)
+            ray.shutdown()
 
 
 def defer_ray(num_cpus: int | None = None) -> None:

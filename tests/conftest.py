@@ -10,6 +10,9 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # the commands the tests run start their local Ray without its dashboard (about 5 s each on 2 cores;
 # runtime.DASHBOARD_VAR); the tests that look at it set 1
 os.environ.setdefault("RAY_TAGGER_DASHBOARD", "0")
+# make test runs two test processes side by side on a 2-core machine, each with its local Rays: Ray
+# Train's 60 s for a worker group to start (its actors import torch) is then not always enough
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +22,10 @@ def ray_session():
     down after the module."""
     import ray
 
-    from ray_tagger.runtime import local_train_env, use_v1_parquet_reader
+    from ray_tagger.runtime import local_train_env, start_local_ray, use_v1_parquet_reader
 
     local_train_env()
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=8, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     use_v1_parquet_reader()  # as every command does (ensure_ray)
     yield ray

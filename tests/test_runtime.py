@@ -5,6 +5,7 @@ stage needs it (``defer_ray``), the Parquet reader and the task cap of the drive
 
 from __future__ import annotations
 
+import logging
 import os
 from types import SimpleNamespace
 
@@ -132,3 +133,33 @@ def test_driver_side_cpu_tasks_are_capped_at_the_cores_on_a_local_ray_only(inits
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     runtime.ensure_ray()
     assert runtime.cpu_tasks() is None  # a cluster: Ray's own limit, the logical CPUs
+
+
+def test_a_local_ray_that_timed_out_during_startup_is_started_once_more(inits, monkeypatch, caplog):
+    """Ray's own failure when the raylet or its agents come up too slowly on a busy machine: a second
+    start, with a warning; any other failure, or a second timeout, reaches the user."""
+    timeout = Exception("The current node timed out during startup. This could happen because some of the raylet "
+                        "failed to startup or the GCS has become overloaded.")
+    record = runtime.ray.init
+    outcomes = [timeout]
+
+    def flaky(**kw):
+        if outcomes:
+            raise outcomes.pop(0)
+        return record(**kw)
+
+    monkeypatch.setattr(runtime.ray, "init", flaky)
+    monkeypatch.setattr(runtime.ray, "shutdown", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="ray_tagger.runtime"):
+        runtime.ensure_ray(num_cpus=3)
+    assert len(inits) == 1 and inits[0][0]["num_cpus"] == 3 and runtime._started_here
+    assert "starting it again (try 2 of 2)" in caplog.text
+
+    monkeypatch.setattr(runtime, "_started_here", False)
+    outcomes[:] = [timeout, timeout]
+    with pytest.raises(Exception, match="timed out during startup"):
+        runtime.ensure_ray(num_cpus=3)
+    outcomes[:] = [RuntimeError("something else")]
+    with pytest.raises(RuntimeError, match="something else"):
+        runtime.ensure_ray(num_cpus=3)
+    assert len(inits) == 1, "no further start after a second timeout or another failure"
