@@ -22,14 +22,8 @@ demo: install
 	$(BIN)/ray-tagger run $(DEMO) --preset demo
 	@echo "== make demo done: results, plots and the submission in $(DEMO)/ (results.json, plots/, predictions/)"
 
-# The suite in two parts: TEST_WORKERS pytest processes side by side, each taking whole test files
-# (one file's tests share one Ray session), then the tests that must run alone (marked serial: they
-# stop every Ray process on the machine). `make test TEST_WORKERS=1` runs the first part in one process.
-TEST_WORKERS ?= 2
-
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
-	$(BIN)/python -m pytest -m serial
+	$(BIN)/python -m pytest
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import ray
 
@@ -90,8 +91,19 @@ longer than its fixed ~15 s for the dashboard agent's ports and exited, and ``ra
 
 def start_local_ray(**init_kwargs):
     """``ray.init(address="local", **init_kwargs)``, tried :data:`START_TRIES` times when Ray reports
-    that the new node timed out during startup; returns Ray's context."""
+    that the new node timed out during startup; returns Ray's context.
+
+    The new Ray's processes are started with ``RAY_ADDRESS`` naming its own GCS (on a free port
+    chosen here; this process's environment is as before once ``ray.init`` returns). Without it, a
+    process inside that Ray that looks its cluster up by address would take the machine's latest
+    cluster (``/tmp/ray/ray_current_cluster``): Ray Train's placement-group cleaner did, asked a head
+    started beside it whether its run's controller lived, heard no, and removed the live run's
+    placement group, killing its workers."""
     for attempt in range(1, START_TRIES + 1):
+        saved = {name: os.environ.get(name) for name in ("RAY_ADDRESS", _GCS_PORT_VAR)}
+        port = _free_port()
+        os.environ[_GCS_PORT_VAR] = str(port)
+        os.environ["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
         try:
             return ray.init(address="local", **init_kwargs)
         except Exception as e:  # Ray raises a bare Exception for this
@@ -99,6 +111,22 @@ def start_local_ray(**init_kwargs):
                 raise
             log.warning("the local Ray did not start (%s); starting it again (try %d of %d)", e, attempt + 1, START_TRIES)
             ray.shutdown()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+_GCS_PORT_VAR = "RAY_GCS_SERVER_PORT"
+"""The port a new Ray head's GCS takes (Ray reads it when it starts one)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def defer_ray(num_cpus: int | None = None) -> None:

@@ -10,8 +10,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # the commands the tests run start their local Ray without its dashboard (about 5 s each on 2 cores;
 # runtime.DASHBOARD_VAR); the tests that look at it set 1
 os.environ.setdefault("RAY_TAGGER_DASHBOARD", "0")
-# make test runs two test processes side by side on a 2-core machine, each with its local Rays: Ray
-# Train's 60 s for a worker group to start (its actors import torch) is then not always enough
+# with two test processes side by side on 2 cores (pytest -n 2, README), Ray Train's 60 s for a worker
+# group to start (its actors import torch) is not always enough
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 

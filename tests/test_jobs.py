@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-# trains models through the CLI; its `ray stop` stops every Ray process on the machine, so it runs
-# after the suite's parallel part, alone (see pyproject.toml and the Makefile)
+# trains models through the CLI; its `ray stop` stops every Ray process on the machine, so it must not
+# run beside other tests (pytest -n 2 -m 'not serial', then -m serial: README)
 pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def head_and_job(tmp_path_factory):
     assert [shlex.split(c)[:3] for c in commands] == [["ray", "start", "--head"], ["ray", "job", "submit"],
                                                       ["ray", "job", "status"], ["ray", "stop"]]
     start, submit, status, stop = commands
-    out = {"dashboard_port": dashboard}
+    out = {"dashboard_port": dashboard, "gcs_port": gcs}
     try:
         done = subprocess.run(shlex.split(start), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -76,6 +77,11 @@ logging.basicConfig(level=logging.INFO)
 from ray_tagger.runtime import ensure_ray, shutdown_own_ray
 ensure_ray(2)
 print("CPU", ray.cluster_resources().get("CPU"), "nodes", len(ray.nodes()))
+@ray.remote
+def address():
+    import os
+    return os.environ.get("RAY_ADDRESS")
+print("own GCS", ray.get_runtime_context().gcs_address, "a worker's RAY_ADDRESS", ray.get(address.remote()))
 shutdown_own_ray()
 """
 """What a command without ``RAY_ADDRESS`` does while the head runs (``ray start`` wrote its address
@@ -116,6 +122,10 @@ def test_a_command_without_ray_address_starts_its_own_ray_beside_the_head(head_a
     assert "started a local Ray (2 logical CPUs), its dashboard at http://127.0.0.1:" in beside.stderr, beside.stderr[-2000:]
     assert f"127.0.0.1:{out['dashboard_port']}" not in beside.stderr, "its own dashboard, beside the head's"
     assert "CPU 2.0 nodes 1" in beside.stdout, beside.stdout  # its own 2 CPUs, not the head's 12
+    # its processes name their own cluster: an address lookup inside it (Ray Train's placement-group
+    # cleaner does one) would otherwise take the head, the machine's latest cluster
+    own, worker = re.search(r"own GCS (\S+) a worker's RAY_ADDRESS (\S+)", beside.stdout).groups()
+    assert worker == own and not own.endswith(f":{out['gcs_port']}"), beside.stdout
 
 
 def test_submitted_run_succeeds_and_writes_its_outputs(head_and_job):

@@ -163,3 +163,23 @@ def test_a_local_ray_that_timed_out_during_startup_is_started_once_more(inits, m
     with pytest.raises(RuntimeError, match="something else"):
         runtime.ensure_ray(num_cpus=3)
     assert len(inits) == 1, "no further start after a second timeout or another failure"
+
+
+def test_a_local_rays_processes_name_its_own_gcs(inits, monkeypatch):
+    """While ``ray.init`` starts the local Ray, ``RAY_ADDRESS`` names this Ray's GCS on the port Ray
+    is told to take (its processes inherit both); afterwards this process's environment is as before."""
+    seen = []
+    record = runtime.ray.init
+
+    def init(**kw):
+        seen.append((os.environ.get("RAY_ADDRESS"), os.environ.get("RAY_GCS_SERVER_PORT")))
+        return record(**kw)
+
+    monkeypatch.setattr(runtime.ray, "init", init)
+    monkeypatch.setenv("RAY_GCS_SERVER_PORT", "")
+    monkeypatch.delenv("RAY_GCS_SERVER_PORT")
+    runtime.ensure_ray(num_cpus=3)
+    (address, port), = seen
+    assert port.isdigit() and 0 < int(port) < 65536
+    assert address == f"{runtime.ray.util.get_node_ip_address()}:{port}"
+    assert "RAY_ADDRESS" not in os.environ and "RAY_GCS_SERVER_PORT" not in os.environ
