@@ -86,7 +86,8 @@ START_TRIES = 2
 """How often a local Ray is started before a command gives up. On a machine whose cores are all
 busy (two test processes side by side on 2 cores, each with its local Ray) the raylet once waited
 longer than its fixed ~15 s for the dashboard agent's ports and exited, and ``ray.init`` raised
-"The current node timed out during startup"; a second start is the remedy Ray's message implies."""
+"The current node timed out during startup". One more start is tried before the command gives up
+(the failed one's processes idle until the command ends)."""
 
 
 def start_local_ray(**init_kwargs):

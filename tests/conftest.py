@@ -11,7 +11,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # runtime.DASHBOARD_VAR); the tests that look at it set 1
 os.environ.setdefault("RAY_TAGGER_DASHBOARD", "0")
 # with two test processes side by side on 2 cores (pytest -n 2, README), Ray Train's 60 s for a worker
-# group to start (its actors import torch) is not always enough
+# group to start (its actors import torch) may not be enough; 300 s here
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 
