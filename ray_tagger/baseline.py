@@ -425,8 +425,19 @@ def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, featur
     """Both rows' held-out lwlrap on the curated clips of ``fold``, fitted on the row's other training
     clips, each with the grid's L2 that scores best on that very fold (which favours the baseline): the
     yardstick ``train --fold`` prints beside the model. ``-> {row name: {l2, held_out_lwlrap, grid,
-    train_clips, held_out_clips}}``, also written to ``out_dir/baseline.json`` (features cached there)."""
+    train_clips, held_out_clips}}``, also written to ``out_dir/baseline.json`` (features cached there),
+    from which a later call with the same shards, fold and settings reads the rows back (re-running a
+    complete ``train --fold`` fits nothing)."""
     out_dir = location(out_dir)
+    manifest = json.loads((location(shards_dir) / "manifest.json").read_text())
+    settings = json.loads(json.dumps({"fold": fold, "shards": manifest["fingerprint"], "config": dataclasses.asdict(config),
+                                      "features": dataclasses.asdict(features)}))  # tuples as JSON gives them back
+    record = out_dir / "baseline.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if {k: saved.get(k) for k in settings} == settings:
+            log.info("baseline: fold %d's rows read from %s (fitted by an earlier run on the same shards)", fold, record)
+            return saved["rows"]
     data, _ = cached_features(shards_dir, out_dir, features, config)
     rows_info = {}
     for suffix, sources in ROWS.items():
@@ -437,6 +448,5 @@ def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, featur
         rows_info[f"{NAME}, {suffix}"] = {
             "l2": l2, "held_out_lwlrap": grid.get(l2), "grid": {str(k): v for k, v in grid.items()},
             "train_clips": int((~held_out).sum()), "held_out_clips": int(held_out.sum())}
-    info = {"fold": fold, "config": dataclasses.asdict(config), "features": dataclasses.asdict(features), "rows": rows_info}
-    (out_dir / "baseline.json").write_text(json.dumps(info, indent=1))
+    record.write_text(json.dumps({**settings, "rows": rows_info}, indent=1))
     return rows_info

@@ -245,6 +245,10 @@ def collate(features: list[np.ndarray | torch.Tensor], targets: np.ndarray) -> t
     lengths = torch.tensor([f.shape[-1] for f in features], dtype=torch.long)
     n_bins, n_max = features[0].shape[0], int(lengths.max())
     x = torch.zeros(len(features), 1, n_bins, n_max, dtype=torch.float32)
+    view = x.numpy()  # numpy copies a read-only array (Arrow's zero-copy blocks) in; torch.as_tensor warned on each
     for b, f in enumerate(features):
-        x[b, 0, :, : f.shape[-1]] = torch.as_tensor(f, dtype=torch.float32)
+        if isinstance(f, torch.Tensor):
+            x[b, 0, :, : f.shape[-1]] = f
+        else:
+            view[b, 0, :, : f.shape[-1]] = f
     return x, lengths, torch.as_tensor(np.asarray(targets), dtype=torch.float32)

@@ -43,7 +43,7 @@ from .decode import AUDIO_FORMATS, BadAudio, encode, read_source, to_float
 from .features import FeatureConfig
 from .layout import SOURCES, ClipRecord, DataSetIndex, Problem, read_dataset
 from .normalization import StatsAccumulator
-from .runtime import cpu_tasks, ensure_ray
+from .runtime import cpu_tasks, ensure_ray, using_execution_options
 from .splits import assign_folds, excerpt_id, noisy_cut
 from .storage import location, remove_tree
 
@@ -325,13 +325,8 @@ def _write_audio(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, sh
     )
     # the clips reach the files in the data set's order whichever encode task finishes first: a training stream
     # reads a file's rows in the order they are stored, so two prepares of one data set must store the same order
-    context = ds.context
-    options = context.execution_options
-    context.execution_options = ray.data.ExecutionOptions(preserve_order=True)
-    try:
+    with using_execution_options(ds.context, ray.data.ExecutionOptions(preserve_order=True)):
         ds.write_parquet(str(shards_dir / "audio"), partition_cols=["source"], min_rows_per_file=config.rows_per_file)
-    finally:
-        context.execution_options = options
 
 
 def _write_excerpts(good: list[tuple[int, ClipRecord]], num_samples: np.ndarray, shards_dir, config: PrepareConfig) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -157,6 +158,18 @@ def core_tasks():
     import ray.data
 
     return ray.data.TaskPoolStrategy(size=os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def using_execution_options(context, options):
+    """Run the block with ``context.execution_options = options`` (a Ray Data ``DataContext``: the
+    current one, or a Dataset's own); the options it had come back after, also on an error. Yields them."""
+    saved = context.execution_options
+    context.execution_options = options
+    try:
+        yield saved
+    finally:
+        context.execution_options = saved
 
 
 def use_v1_parquet_reader() -> None:

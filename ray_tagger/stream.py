@@ -35,7 +35,7 @@ from .features import FeatureConfig, normalized_clips
 from .layout import n_hot
 from .mixup import MixupConfig, mixup
 from .normalization import NormStats
-from .runtime import use_v1_parquet_reader
+from .runtime import use_v1_parquet_reader, using_execution_options
 from .splits import clip_rng, content_key, excerpt_id
 from .storage import location, tree_bytes
 
@@ -274,16 +274,33 @@ def _relabel_table(path: str | None) -> dict | None:
 _POOLED: dict = {}
 
 
-def mix_featurize_task(batch: pa.Table, key: int, **kwargs) -> dict:
+def _with_rows(out: dict):
+    """A generator of ``out`` when it holds examples, of nothing when the pool gave none (every noisy
+    pool of a validation pass; a pool whose excerpts relabelling all dropped): Ray Data then keeps
+    no block of our columns for it; an empty ``targets (0, K)`` does not convert to a tensor column
+    and went as pickled objects, with a warning in the log."""
+    if len(out["key"]):
+        yield out
+
+
+def mix_featurize_task(batch: pa.Table, key: int, **kwargs):
     """:class:`MixFeaturize` as a Ray Data *task*: one instance per worker process and ``key``
     (a hash of every setting but the clock; reused across passes, so a new pass starts no
-    process), the epoch read from the clock on every call."""
+    process), the epoch read from the clock on every call. Yields the pool's examples, if any."""
     if key not in _POOLED:
         _POOLED[key] = MixFeaturize(**kwargs)
     inst = _POOLED[key]
     if kwargs.get("clock") is not None:
         inst.epoch = ray.get(kwargs["clock"].get.remote())
-    return inst(batch)
+    return _with_rows(inst(batch))
+
+
+class MixFeaturizeActor(MixFeaturize):
+    """:class:`MixFeaturize` as a Ray Data *actor* (``stream.compute = 'actors'``): yields the pool's
+    examples, if any (a pool without examples gives no block)."""
+
+    def __call__(self, batch: pa.Table):
+        return _with_rows(super().__call__(batch))
 
 
 def _select(batch: pa.Table, rank: int, world: int) -> pa.Table:
@@ -358,12 +375,9 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
                  "most stream.read_once_mb = %g MB)", dataset_name(run, mode, spec.rank), config.stream.read_once_mb)
         # the blocks in the files' order whichever read finishes first (the seeded shuffle of their order is
         # then a function of the seed and the run); the passes run under the options they had
-        context, options = ds.context, ds.context.execution_options
-        context.execution_options = ray.data.ExecutionOptions(preserve_order=True)
-        try:
+        with using_execution_options(ds.context, ray.data.ExecutionOptions(preserve_order=True)) as options:
             ds = ds.materialize()
-        finally:
-            context.execution_options = ds.context.execution_options = options
+        ds.context.execution_options = options  # the materialized data set's context is a copy
         ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     kwargs = mix_featurize_kwargs(spec, config, mode, run, classes, stats, audio_format, clock)
     size = config.stream.actors if mode == "train" else 1
@@ -373,7 +387,7 @@ def stream(spec: StreamSpec, config, mode: str, run: str, clock=None) -> ray.dat
                             batch_format="pyarrow", num_cpus=config.stream.cpus_per_actor,
                             compute=ray.data.TaskPoolStrategy(size=size))
     else:
-        ds = ds.map_batches(MixFeaturize, fn_constructor_kwargs=kwargs, batch_size=config.stream.pool_size,
+        ds = ds.map_batches(MixFeaturizeActor, fn_constructor_kwargs=kwargs, batch_size=config.stream.pool_size,
                             batch_format="pyarrow", num_cpus=config.stream.cpus_per_actor,
                             compute=ray.data.ActorPoolStrategy(size=size))
     ds.set_name(dataset_name(run, mode, spec.rank))

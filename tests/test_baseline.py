@@ -157,6 +157,22 @@ def test_a_second_fit_reads_the_cached_features_and_gives_the_same_scores(fitted
     assert json.loads((out / "baseline.json").read_text())["feature_seconds"] is None
 
 
+def test_a_folds_baseline_is_fitted_once_and_read_back_while_shards_and_fold_are_the_same(fitted, tmp_path, monkeypatch):
+    """``train --fold`` prints this yardstick; re-running a complete run reads it back instead of
+    fitting it again, and another fold is fitted."""
+    shards, _, _, _, _ = fitted
+    out = tmp_path / "fold-baseline"
+    first = baseline.fold_baseline(shards, out, 0)
+    assert list(first) == ROW_NAMES and all(0 < r["held_out_lwlrap"] <= 1 for r in first.values())
+    fits = []
+    choose = baseline.choose_l2
+    monkeypatch.setattr(baseline, "choose_l2", lambda *a, **k: fits.append(1) or choose(*a, **k))
+    assert baseline.fold_baseline(shards, out, 0) == first and fits == []
+    other = baseline.fold_baseline(shards, out, 1)
+    assert len(fits) == len(ROW_NAMES) and json.loads((out / "baseline.json").read_text())["rows"] == other
+    assert other != first
+
+
 def test_features_from_prepare_equal_a_pass_over_the_shards_audio(fitted):
     """The pooled statistics ``prepare`` wrote, normalised, against :func:`shard_features`'s own pass
     (decoding the stored audio, log-mel in padded batches): same clips in the same order, same

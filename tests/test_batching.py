@@ -81,6 +81,21 @@ def test_collate_pads_with_zeros_and_keeps_lengths():
     assert torch.equal(y, torch.eye(3))
 
 
+def test_collate_copies_read_only_arrays_and_tensors_without_a_warning():
+    """Blocks from Ray Data's object store are read-only numpy arrays (torch warned on each); the
+    features computed on the Train worker are tensors."""
+    import warnings
+
+    frozen = np.arange(8, dtype=np.float32).reshape(2, 4)
+    frozen.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x, lengths, _ = collate([frozen, torch.full((2, 3), 7.0)], np.eye(2, dtype=np.float32))
+    assert lengths.tolist() == [4, 3]
+    assert torch.equal(x[0, 0], torch.arange(8.0).reshape(2, 4))
+    assert torch.all(x[1, 0, :, :3] == 7) and torch.all(x[1, 0, :, 3] == 0)
+
+
 def test_without_the_label_rule_equal_label_sets_share_batches():
     examples = [Example(length=100 + i % 7, labels=frozenset({0}), data=i) for i in range(64)]
     batches = list(BatchComposer(BatchConfig(buffer_size=32, label_rule=False))(examples))

@@ -183,3 +183,20 @@ def test_a_local_rays_processes_name_its_own_gcs(inits, monkeypatch):
     assert port.isdigit() and 0 < int(port) < 65536
     assert address == f"{runtime.ray.util.get_node_ip_address()}:{port}"
     assert "RAY_ADDRESS" not in os.environ and "RAY_GCS_SERVER_PORT" not in os.environ
+
+
+def test_execution_options_hold_inside_the_block_and_come_back_after_it_even_on_an_error():
+    import ray.data
+
+    context = ray.data.DataContext()
+    before = context.execution_options
+    ordered = ray.data.ExecutionOptions(preserve_order=True)
+    assert before.preserve_order is False
+    with runtime.using_execution_options(context, ordered) as saved:
+        assert context.execution_options is ordered
+        assert saved is before
+    assert context.execution_options is before
+    with pytest.raises(RuntimeError, match="write failed"):
+        with runtime.using_execution_options(context, ordered):
+            raise RuntimeError("write failed")
+    assert context.execution_options is before

@@ -338,3 +338,26 @@ def test_a_training_stream_within_read_once_mb_reads_the_shards_once(shards, tmp
     assert len({tuple(p) for p in [first, *passes]}) > 1, "the block order is drawn anew for each pass"
     with pytest.raises(Exception):  # noqa: B017 - whatever Ray Data raises for the missing files
         _pass_keys(every)
+
+
+@pytest.mark.parametrize("compute", ["tasks", "actors"])
+def test_a_pool_without_examples_leaves_no_pickled_column_in_the_stream(shards, compute):
+    """Every noisy pool of a validation pass gives no examples. Such a pool used to give an empty
+    block whose ``targets (0, K)`` did not convert to Arrow's tensor type and went as pickled objects
+    (with a warning in the log); now its task yields nothing, and Ray Data's block for it has no
+    columns. The held-out clips arrive once each, their targets a tensor column."""
+    import pyarrow.parquet as pq
+    import ray
+
+    from ray_tagger.config import resolve
+    from ray_tagger.stream import StreamSpec, stream
+
+    job = resolve("tiny", extra={"stream": {"compute": compute, "pool_size": 4}})
+    curated = pq.read_table(shards / "audio" / "source=curated", columns=["clip_id", "fold"]).to_pylist()
+    held_out = sorted(r["clip_id"] for r in curated if r["fold"] == 0)
+    blocks = ray.get(stream(StreamSpec(str(shards), holdout_fold=0), job, "val", f"val-{compute}").to_arrow_refs())
+    full = [b for b in blocks if b.num_rows]
+    assert held_out and sorted(k for b in full for k in b.column("key").to_pylist()) == held_out
+    classes = json.loads((shards / "vocabulary.json").read_text())["classes"]
+    assert {str(b.schema.field("targets").type) for b in full} == {f"ArrowTensorTypeV2(shape=({len(classes)},), dtype=float)"}
+    assert not [str(b.schema) for b in blocks if "pickled" in str(b.schema)]

@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 import ray
 
 from ..config import TrainJobConfig, resolve
+from ..runtime import using_execution_options
 from ..splits import content_key
 from ..stream import (CLIP_COLUMNS, EpochClock, MixFeaturize, StreamSpec, configure_data_context, execution_options,
                       mix_featurize_kwargs, shard_meta, stream)
@@ -442,12 +443,9 @@ def measure(
     root = Path(spec.shards_dir) / "audio"
     ray.data.read_parquet([str(root / f"source={s}") for s in SOURCES], columns=CLIP_COLUMNS + ["source"]).take(1)
 
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.execution_options
     options = execution_options(config, "train")  # as the Train worker's DataConfig
     cpu_limit = options.resource_limits.cpu
-    ctx.execution_options = options
-    try:
+    with using_execution_options(ray.data.DataContext.get_current(), options):
         clock = EpochClock.remote()
         ds = stream(spec, config, "train", run, clock)
         say(f"bench pipeline: Ray Data #1 ({passes} passes, {workers} {compute})")
@@ -466,8 +464,6 @@ def measure(
                 gpu, note = gpu_busy(ds, clock, config, gpu_steps, first_epoch=passes, stats=stats), ""
             except Exception as e:  # noqa: BLE001 - an untested path reports, never sinks the CPU results
                 note = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:200]
-    finally:
-        ctx.execution_options = saved
     ray_mean = Side("Ray Data (mean)", ray1.passes + ray2.passes)
     counts = set(ray_mean.examples_per_pass + loader.examples_per_pass + bare.examples_per_pass)
 
