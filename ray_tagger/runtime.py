@@ -103,7 +103,7 @@ def start_local_ray(**init_kwargs):
     placement group, killing its workers."""
     for attempt in range(1, START_TRIES + 1):
         saved = {name: os.environ.get(name) for name in ("RAY_ADDRESS", _GCS_PORT_VAR)}
-        port = _free_port()
+        port = free_port()
         os.environ[_GCS_PORT_VAR] = str(port)
         os.environ["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
         try:
@@ -125,9 +125,10 @@ _GCS_PORT_VAR = "RAY_GCS_SERVER_PORT"
 """The port a new Ray head's GCS takes (Ray reads it when it starts one)."""
 
 
-def _free_port() -> int:
+def free_port(host: str = "") -> int:
+    """A TCP port free on ``host`` now (every interface by default): the OS's pick for a bind to port 0."""
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -19,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ray_tagger.runtime import free_port
 
 # trains models through the CLI; its `ray stop` stops every Ray process on the machine, so it must not
 # run beside other tests (pytest -n 2 -m 'not serial', then -m serial: README)
@@ -33,16 +34,10 @@ def _readme_commands() -> list[str]:
     return [line.strip() for line in block.splitlines() if line.strip().startswith("ray ")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def head_and_job(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("job") / "smoke"
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard = free_port("127.0.0.1"), free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `source .venv/bin/activate`
     commands = [c.replace("6379", str(gcs)).replace("8265", str(dashboard)).replace("/tmp/tagger-smoke", str(run_dir))

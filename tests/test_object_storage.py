@@ -14,7 +14,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import stat
 import subprocess
 import sys
@@ -26,15 +25,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from ray_tagger.runtime import free_port
 from ray_tagger.storage import ObjectPath, location, remove_tree, tree_bytes
 
 BUCKET = "ray-tagger-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def s3():
     process started while the module runs) at it. Yields the bucket's URI."""
     import boto3
 
-    port = _free_port()
+    port = free_port("127.0.0.1")
     endpoint = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
