@@ -361,7 +361,8 @@ def train(
     """Train one model into ``run_dir``; re-running the same call resumes or, when complete, returns.
 
     ``callbacks`` are Ray Train callbacks (e.g. Tune's ``TuneReportCallback`` when the run is a
-    Tune trial). The summary records the wall-clock start and end of this call.
+    Tune trial). The summary records when the run was first started (``started``), when each later
+    call resumed it (``resumed``) and when it finished (``finished``), as Unix times.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -381,7 +382,7 @@ def train(
         _check_relabeled(relabeled, split)
     resolved = {"ray_tagger_version": __version__, "shards": str(location(shards_dir)), "split": split,
                 "fold": fold, "relabeled": relabeled, "placement": dataclasses.asdict(placement), "job": job.to_dict()}
-    _write_or_check_config(run_dir, resolved)
+    times = _record_start(run_dir, resolved, started)
     run = run_dir.name
     spec = StreamSpec(str(location(shards_dir)), split, fold, job.stream.R, 0, placement.workers, relabeled)
     check_cpus(required_cpus(job, placement, fold is not None))
@@ -423,7 +424,7 @@ def train(
         "model_config": dataclasses.asdict(job.model), "classes": classes, "features": dataclasses.asdict(job.features),
         "stats": stats.to_json(), "run": run, "split": split, "fold": fold, "R": job.stream.R, "crop_s": job.stream.crop_s})
     summary = {"run_dir": str(run_dir), "iterations": blob["iteration"], "swa_snapshots": int(blob["swa"]["n_averaged"].item()),
-               "final_metrics": result.metrics, "model": str(run_dir / "model.pt"), "started": started, "finished": time.time()}
+               "final_metrics": result.metrics, "model": str(run_dir / "model.pt"), **times, "finished": time.time()}
     summary_path.write_text(json.dumps(summary, indent=1, default=float))
     return summary
 
@@ -440,13 +441,22 @@ def _check_relabeled(path: str, split: int) -> None:
         raise ValueError(f"{path} lists no excerpt of split {split}; use the table of that split (relabeled/split_{split}.parquet)")
 
 
-def _write_or_check_config(run_dir: Path, resolved: dict) -> None:
-    path = run_dir / "config.yaml"
+def _record_start(run_dir: Path, resolved: dict, now: float) -> dict:
+    """Write the run's ``config.yaml`` and ``started.json`` on its first call; on a later call check
+    the configuration is the same and add ``now`` to the resumption times. Returns
+    ``{"started": first call's time, "resumed": [later calls' times]}``."""
+    path, times_path = run_dir / "config.yaml", run_dir / "started.json"
     text = yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False)
     if path.is_file():
         if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
             raise ValueError(f"{run_dir} holds a run with another configuration; use a new RUN_DIR")
         log.info("resuming the run in %s", run_dir)
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+        # a run folder written before started.json existed: its first start is not known
+        times = json.loads(times_path.read_text()) if times_path.is_file() else {"started": None, "resumed": []}
+        times["resumed"].append(now)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        times = {"started": now, "resumed": []}
+    times_path.write_text(json.dumps(times))
+    return times

@@ -216,6 +216,7 @@ def test_killed_worker_resumes_from_the_checkpoint_with_its_swa_state(shards, tm
     run_dir = tmp_path / "resume"
     cmd = _cmd(shards, run_dir, "--fold", "none", "--set", "optim.iterations=120", "--set", "run.checkpoint_every=30",
                "--set", "optim.swa_start=40", "--set", "optim.swa_every=10", "--set", "optim.lr_drop_at=90")
+    killed_started_before = time.time()
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
@@ -236,6 +237,7 @@ def test_killed_worker_resumes_from_the_checkpoint_with_its_swa_state(shards, tm
     killed_at = max(m["iteration"] for m in before)
     assert 60 <= killed_at < 120
 
+    resumed_after = time.time()
     again = _run(cmd)
     assert again.returncode == 0, again.stderr[-3000:]
     # the resumed run's lines (the killed run may have written a line after `before` was read)
@@ -247,6 +249,9 @@ def test_killed_worker_resumes_from_the_checkpoint_with_its_swa_state(shards, tm
     # snapshots at 50, 60 (before the checkpoint) and 70..120 after it: 8 only if SWA state survived
     final = json.loads((run_dir / "summary.json").read_text())
     assert final["iterations"] == 120 and final["swa_snapshots"] == 8
+    # the summary keeps the first call's start and the resumption's
+    assert killed_started_before <= final["started"] < resumed_after and len(final["resumed"]) == 1
+    assert resumed_after <= final["resumed"][0] < final["finished"]
     complete = _run(cmd)
     assert complete.stdout.count("trained 120 iterations") == 1, "a complete run trains nothing more"
     assert "started a local Ray" in again.stderr and "started a local Ray" not in complete.stderr, \
