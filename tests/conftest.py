@@ -30,3 +30,17 @@ def ray_session():
     use_v1_parquet_reader()  # as every command does (ensure_ray)
     yield ray
     ray.shutdown()
+
+
+def pytest_report_header(config):
+    """The machine's speed when the suite starts, so that the suite's time can be compared across runs:
+    the same VM ran the same suite in 20 to 39 minutes as its speed changed by the hour (README,
+    Development). ``ray-tagger bench model --preset demo --seconds 4 --modes eager-fp32``'s
+    reading, 6 timed steps (about 3 s)."""
+    from ray_tagger.bench.model import measure
+    from ray_tagger.config import resolve
+
+    bench = measure(steps=6, warmup=2, seconds=4.0, modes=["eager-fp32"], device="cpu", config=resolve("demo").model)
+    step = bench.batch / bench.baseline_clips_per_s
+    return (f"machine speed: {step:.3f} s per eager training step of the demo CRNN on {bench.threads} threads, load "
+            f"{bench.load[0]:.1f} (ray-tagger bench model --preset demo --seconds 4 --modes eager-fp32)")
