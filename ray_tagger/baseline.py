@@ -170,8 +170,7 @@ def prepared_features(shards_dir: str | Path, features: FeatureConfig = FeatureC
 def cached_features(shards_dir: str | Path, out_dir: Path, features: FeatureConfig, config: BaselineConfig) -> tuple[dict, float | None]:
     """:func:`shard_features`, read from ``out_dir/features.npz`` when it was made from the same shards and
     feature settings; ``-> (features, seconds spent computing them or None when cached)``."""
-    manifest = json.loads((location(shards_dir) / "manifest.json").read_text())
-    key = json.dumps([FEATURES_VERSION, manifest["fingerprint"], dataclasses.asdict(features)], sort_keys=True)
+    key = json.dumps([FEATURES_VERSION, _shards_fingerprint(shards_dir), dataclasses.asdict(features)], sort_keys=True)
     path = out_dir / "features.npz"
     if path.is_file():
         saved = _load(path)
@@ -420,6 +419,11 @@ def pooled_clip(feat: np.ndarray) -> np.ndarray:
     return pooled_features(x, torch.tensor([x.shape[-1]])).numpy()[0]
 
 
+def _shards_fingerprint(shards_dir: str | Path) -> str:
+    """The fingerprint ``prepare`` wrote into the shards' manifest (its settings, CSVs and audio files)."""
+    return json.loads((location(shards_dir) / "manifest.json").read_text())["fingerprint"]
+
+
 def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, features: FeatureConfig = FeatureConfig(),
                   config: BaselineConfig = BaselineConfig()) -> dict[str, dict]:
     """Both rows' held-out lwlrap on the curated clips of ``fold``, fitted on the row's other training
@@ -429,8 +433,7 @@ def fold_baseline(shards_dir: str | Path, out_dir: str | Path, fold: int, featur
     from which a later call with the same shards, fold and settings reads the rows back (re-running a
     complete ``train --fold`` fits nothing)."""
     out_dir = location(out_dir)
-    manifest = json.loads((location(shards_dir) / "manifest.json").read_text())
-    settings = json.loads(json.dumps({"fold": fold, "shards": manifest["fingerprint"], "config": dataclasses.asdict(config),
+    settings = json.loads(json.dumps({"fold": fold, "shards": _shards_fingerprint(shards_dir), "config": dataclasses.asdict(config),
                                       "features": dataclasses.asdict(features)}))  # tuples as JSON gives them back
     record = out_dir / "baseline.json"
     if record.is_file():
