@@ -7,6 +7,10 @@ Inputs (``kind``):
 - ``clips``: clip rows of a shards folder (e.g. ``source=test``); keys are clip ids.
 - ``files``: rows with a ``path`` to an audio file of any sample rate and channel count
   (downmixed, resampled to the model's rate with torchaudio); keys are file names.
+- ``relabel``: noisy and curated clip rows with their ``source`` (:func:`relabel_rows`): a noisy
+  row gives its excerpts (as ``excerpts``); a curated clip named in ``held_out`` gives its whole
+  clip keyed :func:`curated_key`, scored only by the members ``held_out`` names for it (the
+  others' rows NaN) — the relabelling stage's two inputs in one pass.
 
 An ensemble member is a ``model.pt`` written by ``train`` (weights as tensors; model and feature
 configuration, class list and normalisation statistics as JSON; :mod:`ray_tagger.modelfile`,
@@ -37,8 +41,14 @@ from .storage import location
 
 log = logging.getLogger(__name__)
 
-KINDS = ("excerpts", "clips", "files")
+KINDS = ("excerpts", "clips", "files", "relabel")
 BATCH = 16
+CURATED = "curated/"
+"""Prefix of a curated clip's key in a ``relabel`` pass (a file name holds no ``/``, so no excerpt id has it)."""
+
+
+def curated_key(clip_id: str) -> str:
+    return CURATED + clip_id
 
 
 def member_paths(run_dir: str | Path) -> list[Path]:
@@ -120,10 +130,11 @@ class EnsembleScorer:
     ``key (B',)``, ``scores (B', M, K)`` float32, ``error (B',)`` (B' = examples, two per split for
     excerpts; ``error`` is non-empty only for an audio file that could not be read); with ``pooled``
     also ``pooled (B', 3F)``, the classical baseline's features of each example
-    (:func:`~ray_tagger.baseline.pooled_clip`, from the same normalised log-mel)."""
+    (:func:`~ray_tagger.baseline.pooled_clip`, from the same normalised log-mel). ``held_out``
+    (``relabel`` only): curated clip id → the indices of the members that score it."""
 
     def __init__(self, members: list[str], kind: str, audio_format: str | None = None, splits: list[int] | None = None,
-                 pooled: bool = False):
+                 pooled: bool = False, held_out: dict[str, list[int]] | None = None):
         import torch
 
         from .features import LogMel
@@ -141,6 +152,7 @@ class EnsembleScorer:
         self.logmel = LogMel(self.features)
         self.window = window_frames(meta.get("crop_s"), self.features)
         self.kind, self.audio_format, self.splits, self.pooled = kind, audio_format, splits or [], pooled
+        self.held_out = held_out or {}
 
     def _waves(self, rows: list[dict], bad: list[tuple[str, str]]) -> tuple[list[str], list[np.ndarray]]:
         """Keys and waves of ``rows``; an unreadable file (``files`` only) goes to ``bad`` as (key, message)."""
@@ -155,9 +167,12 @@ class EnsembleScorer:
                 keys.append(Path(r["path"]).name)
                 waves.append(wave)
                 continue
+            curated = self.kind == "relabel" and r["source"] == "curated"
+            if curated and r["clip_id"] not in self.held_out:
+                continue
             audio = to_float(decode(r["audio"], self.audio_format))
-            if self.kind == "clips":
-                keys.append(r["clip_id"])
+            if self.kind == "clips" or curated:
+                keys.append(r["clip_id"] if self.kind == "clips" else curated_key(r["clip_id"]))
                 waves.append(audio)
                 continue
             for split in self.splits:
@@ -171,13 +186,23 @@ class EnsembleScorer:
         """``B waves (T_b,) -> (B, M, K)`` eval-mode scores (:func:`~ray_tagger.scoring.score_features`)."""
         return self.scores_and_pooled(waves)[0]
 
-    def scores_and_pooled(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """``B waves (T_b,) -> (B, M, K)`` scores and, with ``pooled``, ``(B, 3F)`` pooled features (else None)."""
+    def scores_and_pooled(self, waves: list[np.ndarray], keys: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``B waves (T_b,) -> (B, M, K)`` scores and, with ``pooled``, ``(B, 3F)`` pooled features (else None).
+        Given the waves' ``keys``, a curated clip's (``relabel``) by its ``held_out`` members only, NaN for the rest."""
         from .baseline import pooled_clip
 
         feats = normalized_clips(self.logmel, self.stats, waves)
         pooled = np.stack([pooled_clip(f) for f in feats]) if self.pooled else None
-        return score_features(self.models, feats, self.window, batch_size=BATCH), pooled
+        everyone = tuple(range(len(self.models)))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for b, key in enumerate(keys or [""] * len(feats)):
+            curated = self.kind == "relabel" and key.startswith(CURATED)
+            groups.setdefault(tuple(self.held_out[key[len(CURATED):]]) if curated else everyone, []).append(b)
+        out = np.full((len(feats), len(self.models), len(self.classes)), np.nan, np.float32)
+        for members, rows in groups.items():
+            out[np.ix_(rows, members)] = score_features([self.models[m] for m in members], [feats[b] for b in rows],
+                                                        self.window, batch_size=BATCH)
+        return out, pooled
 
     def __call__(self, batch: pa.Table) -> dict:
         """``-> {key, scores (B, M, K), error}`` (and ``pooled (B, 3F)``): a file that could not be read is a
@@ -185,7 +210,7 @@ class EnsembleScorer:
         bad: list[tuple[str, str]] = []
         keys, waves = self._waves(batch.to_pylist(), bad)
         width = 3 * self.features.n_mels
-        scores, pooled = self.scores_and_pooled(waves) if waves else \
+        scores, pooled = self.scores_and_pooled(waves, keys) if waves else \
             (np.zeros((0, len(self.models), len(self.classes)), np.float32), np.zeros((0, width), np.float32))
         if bad:
             scores = np.concatenate([scores, np.zeros((len(bad), *scores.shape[1:]), scores.dtype)])
@@ -198,15 +223,17 @@ class EnsembleScorer:
 
 def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_format: str | None = None,
           splits: list[int] | None = None, actors: int = 1, rows_per_batch: int = 8,
-          bad: list[tuple[str, str]] | None = None, pooled: list[np.ndarray] | None = None) -> tuple[list[str], np.ndarray]:
+          bad: list[tuple[str, str]] | None = None, pooled: list[np.ndarray] | None = None,
+          held_out: dict[str, list[int]] | None = None) -> tuple[list[str], np.ndarray]:
     """Run :class:`EnsembleScorer` over ``ds`` on an actor pool; ``-> keys, (N, M, K)`` scores of the inputs
-    that could be read. Unreadable files (``files``) are appended to ``bad`` as (name, message), or raise
-    when ``bad`` is None. Given a list, ``pooled`` receives one ``(N, 3F)`` array: the same inputs' pooled
+    that could be read (``held_out``: see the class). Unreadable files (``files``) are appended to ``bad`` as
+    (name, message), or raise when ``bad`` is None. Given a list, ``pooled`` receives one ``(N, 3F)`` array: the same inputs' pooled
     log-mel features (the classical baseline's input), row for row."""
     scored = ds.map_batches(
         EnsembleScorer,
         fn_constructor_kwargs={"members": [str(location(p)) for p in members], "kind": kind,
-                               "audio_format": audio_format, "splits": splits, "pooled": pooled is not None},
+                               "audio_format": audio_format, "splits": splits, "pooled": pooled is not None,
+                               "held_out": held_out},
         batch_size=rows_per_batch, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
     )
@@ -239,15 +266,27 @@ def shard_rows(shards_dir: str | Path, source: str, actors: int = 1, clip_ids: s
     """The clip rows of one source of a shards folder (for ``clips`` and ``excerpts``), only ``clip_ids``
     when given. Read into 4 blocks per scoring actor: a shard file is one block otherwise, and one
     block goes to one actor however many there are."""
-    path = location(shards_dir) / "audio" / f"source={source}"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{shards_dir}: no {source} shards")
-    ds = ray.data.read_parquet(str(path), columns=["clip_id", "num_samples", "cuts", "audio"],
-                               override_num_blocks=4 * actors if actors > 1 else None)
+    ds = _read_sources(shards_dir, [source], actors)
     if clip_ids is not None:
         wanted = frozenset(clip_ids)
         ds = ds.filter(lambda row: row["clip_id"] in wanted)
     return ds
+
+
+def relabel_rows(shards_dir: str | Path, actors: int = 1) -> ray.data.Dataset:
+    """Every noisy and curated clip row, each with its ``source`` (for ``relabel``; blocks as :func:`shard_rows`)."""
+    return _read_sources(shards_dir, ["noisy", "curated"], actors, ["source"])
+
+
+def _read_sources(shards_dir: str | Path, sources: list[str], actors: int, extra: list[str] = ()) -> ray.data.Dataset:
+    """The rows of ``sources`` (``source=NAME`` folders under ``audio/``; ``extra`` may name the partition column
+    ``source``, which Ray Data reads from the folder names)."""
+    paths = [location(shards_dir) / "audio" / f"source={source}" for source in sources]
+    for path, source in zip(paths, sources):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{shards_dir}: no {source} shards")
+    return ray.data.read_parquet([str(p) for p in paths], columns=["clip_id", "num_samples", "cuts", "audio", *extra],
+                                 override_num_blocks=4 * actors if actors > 1 else None)
 
 
 def file_rows(paths: list[str | Path]) -> ray.data.Dataset:

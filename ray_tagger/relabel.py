@@ -2,6 +2,7 @@
 
     splits × folds runs (provided labels, R = 8) ─Tune trials─▶ models
     models ─Ray Data actors─▶ scores of every noisy excerpt of every split, averaged over models
+                              (and of the curated clips the runs held out, for the check: one pass)
     per class: the threshold with the lowest error rate against the provided labels
     per split: excerpt → classes at or above threshold, or dropped when none is left
 
@@ -39,7 +40,7 @@ import pyarrow.parquet as pq
 
 from .config import SystemConfig, TrainJobConfig
 from .console import stage
-from .infer import score, shard_rows
+from .infer import CURATED, relabel_rows, score
 from .layout import n_hot
 from .metrics import lwlrap
 from .report import chance_lwlrap
@@ -155,16 +156,17 @@ def pool_heldout(keys: list[str], scores: np.ndarray, folds: dict[str, int], mem
     return kept, np.stack(pooled)
 
 
-def _heldout(shards_dir: Path, specs: list[RunSpec], members: list[str], classes: list[str], audio_format: str,
-             actors: int) -> dict[str, np.ndarray]:
-    """The curated clips of the held-out folds: ``clip_id (N,), fold (N,), truth (N, K)`` 0/1 labels and
-    ``scores (N, K)`` held-out ensemble scores (each clip by the members that held out its fold)."""
+def _curated_folds(shards_dir: Path) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Every curated clip's fold and labels."""
     table = pq.read_table(str(shards_dir / "audio" / "source=curated"), columns=["clip_id", "labels", "fold"]).to_pylist()
-    folds = {r["clip_id"]: r["fold"] for r in table}
-    labels = {r["clip_id"]: list(r["labels"]) for r in table}
-    held_out = {k for k, f in folds.items() if f in {s.fold for s in specs}}
-    log.info("relabel: scoring the %d curated clips of the held-out folds with %d models for the check", len(held_out), len(members))
-    keys, scores = score(shard_rows(shards_dir, "curated", actors, held_out), members, "clips", audio_format, None, actors)
+    return {r["clip_id"]: r["fold"] for r in table}, {r["clip_id"]: list(r["labels"]) for r in table}
+
+
+def _heldout(keys: list[str], scores: np.ndarray, specs: list[RunSpec], folds: dict[str, int], labels: dict[str, list[str]],
+             classes: list[str]) -> dict[str, np.ndarray]:
+    """The curated clips of the held-out folds, from their ``(N, M, K)`` scores (a clip's by the members that held
+    out its fold; the other members' rows are not read): ``clip_id (N,), fold (N,), truth (N, K)`` 0/1 labels and
+    ``scores (N, K)`` held-out ensemble scores (each clip's mean over those members)."""
     keys, pooled = pool_heldout(keys, scores, folds, [s.fold for s in specs])
     return {"clip_id": np.array(keys), "fold": np.array([folds[k] for k in keys], np.int64),
             "truth": n_hot([labels[k] for k in keys], {c: i for i, c in enumerate(classes)}, np.float64), "scores": pooled}
@@ -205,11 +207,20 @@ def relabel(
     summaries = train_many(shards_dir, out_dir, job, specs, placement, concurrency, stage="relabel")
     members = [s["model"] for s in summaries]
     splits = list(range(n_splits))
-    table, s = _noisy_scores(shards_dir, members, audio_format, splits, actors)
+    folds, labels = _curated_folds(shards_dir)
+    held_out = {k: [m for m, sp in enumerate(specs) if sp.fold == f] for k, f in folds.items()}
+    held_out = {k: m for k, m in held_out.items() if m}
+    stage(log, "relabel: scoring every noisy excerpt of %d splits with %d models, and the %d curated clips of the "
+               "held-out folds with the models that held them out, for the check (Ray Data, %d actors)",
+          len(splits), len(members), len(held_out), actors)
+    keys, scores = score(relabel_rows(shards_dir, actors), members, "relabel", audio_format, splits, actors,
+                         held_out=held_out)
+    curated = np.array([k.startswith(CURATED) for k in keys], bool)
+    table, s = _noisy_scores(shards_dir, [k for k, c in zip(keys, curated) if not c], scores[~curated], splits)
     provided = n_hot(table.provided, {c: i for i, c in enumerate(classes)}, bool)
     thresholds, errors = choose_thresholds(s, provided)
     new = s >= thresholds[None, :]
-    heldout = _heldout(shards_dir, specs, members, classes, audio_format, actors)
+    heldout = _heldout([k[len(CURATED):] for k, c in zip(keys, curated) if c], scores[curated], specs, folds, labels, classes)
     try:
         check = judge(heldout["truth"], heldout["scores"], float((~new.any(axis=1)).mean()), system)
     except RelabelRefused as e:
@@ -240,11 +251,9 @@ def relabel(
     return summary
 
 
-def _noisy_scores(shards_dir: Path, members: list[str], audio_format: str, splits: list[int],
-                  actors: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """The noisy excerpt table (:func:`_noisy_table`) and its ``(E, K)`` ensemble-mean scores, row for row."""
-    stage(log, "relabel: scoring every noisy excerpt of %d splits with %d models (Ray Data, %d actors)", len(splits), len(members), actors)
-    keys, scores = score(shard_rows(shards_dir, "noisy", actors), members, "excerpts", audio_format, splits, actors)
+def _noisy_scores(shards_dir: Path, keys: list[str], scores: np.ndarray, splits: list[int]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The noisy excerpt table (:func:`_noisy_table`) and its ``(E, K)`` ensemble-mean scores, row for row, from the
+    excerpts' ``keys`` and ``(E, M, K)`` scores by every member."""
     mean = pd.DataFrame(scores.mean(axis=1), index=keys)
     table = _noisy_table(shards_dir, splits)
     missing = set(table.excerpt_id) - set(keys)

@@ -140,3 +140,37 @@ def test_a_blending_runs_export_and_tag_blend_its_classical_baseline(tmp_path):
         sf.write(tmp_path / f"w{i}.wav", wave, 44100, subtype="FLOAT")
         (_, top), = tag(run, [tmp_path / f"w{i}.wav"], top=3)
         assert {c: s for c, s in top} == pytest.approx(dict(zip(CLASSES, expected)), abs=1e-5)
+
+
+def test_a_relabel_pass_scores_excerpts_by_every_member_and_a_held_out_clip_by_its_own(tmp_path):
+    """``relabel`` rows: a noisy clip gives its two excerpts per split, scored by both members; a curated
+    clip of a held-out fold is scored whole by the member that held it out only (the other's row NaN),
+    each score equal to that member scoring the same audio alone; a curated clip nobody held out is
+    not scored; a curated clip named like a noisy one keeps its own key."""
+    import pyarrow as pa
+
+    from ray_tagger.decode import encode
+    from ray_tagger.infer import EnsembleScorer, curated_key
+
+    for name, seed in (("one", 1), ("two", 2)):
+        random_model_run(tmp_path / name, CLASSES, seed=seed)
+    paths = [tmp_path / name / "model.pt" for name in ("one", "two")]
+    rate, rng = 44100, np.random.default_rng(3)
+    waves = {name: (3000 * rng.standard_normal(int(seconds * rate))).astype(np.int16)
+             for name, seconds in (("n", 3.0), ("c", 2.5), ("d", 1.5))}
+    cuts = [rate, 2 * rate]  # split 0 cuts at 1 s, split 1 at 2 s
+
+    def row(source, clip_id, wave, cuts):
+        return {"clip_id": clip_id, "num_samples": len(wave), "cuts": cuts, "source": source,
+                "audio": encode(wave, rate, "pcm16")}
+
+    table = pa.Table.from_pylist([row("noisy", "x.wav", waves["n"], cuts), row("curated", "x.wav", waves["c"], []),
+                                  row("curated", "y.wav", waves["d"], [])])
+    scorer = EnsembleScorer([str(p) for p in paths], "relabel", "pcm16", splits=[0, 1], held_out={"x.wav": [1]})
+    out = scorer(table)
+    assert list(out["key"]) == ["x.wav#s0p0", "x.wav#s0p1", "x.wav#s1p0", "x.wav#s1p1", curated_key("x.wav")]
+    plain = EnsembleScorer([str(p) for p in paths], "files")
+    n, c = [(w / 32768).astype(np.float32) for w in (waves["n"], waves["c"])]
+    np.testing.assert_allclose(out["scores"][:4], plain.scores([n[:rate], n[rate:], n[:2 * rate], n[2 * rate:]]), atol=1e-5)
+    assert np.isnan(out["scores"][4, 0]).all()
+    np.testing.assert_allclose(out["scores"][4, 1], plain.scores([c])[0, 1], atol=1e-5)
