@@ -227,8 +227,8 @@ def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_form
           held_out: dict[str, list[int]] | None = None) -> tuple[list[str], np.ndarray]:
     """Run :class:`EnsembleScorer` over ``ds`` on an actor pool; ``-> keys, (N, M, K)`` scores of the inputs
     that could be read (``held_out``: see the class). Unreadable files (``files``) are appended to ``bad`` as
-    (name, message), or raise when ``bad`` is None. Given a list, ``pooled`` receives one ``(N, 3F)`` array: the same inputs' pooled
-    log-mel features (the classical baseline's input), row for row."""
+    (name, message), or raise when ``bad`` is None. Given a list, ``pooled`` receives one ``(N, 3F)`` array:
+    the same inputs' pooled log-mel features (the classical baseline's input), row for row."""
     scored = ds.map_batches(
         EnsembleScorer,
         fn_constructor_kwargs={"members": [str(location(p)) for p in members], "kind": kind,
