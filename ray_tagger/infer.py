@@ -262,15 +262,11 @@ def score(ds: ray.data.Dataset, members: list[str | Path], kind: str, audio_form
     return keys, np.concatenate(scores)
 
 
-def shard_rows(shards_dir: str | Path, source: str, actors: int = 1, clip_ids: set[str] | None = None) -> ray.data.Dataset:
-    """The clip rows of one source of a shards folder (for ``clips`` and ``excerpts``), only ``clip_ids``
-    when given. Read into 4 blocks per scoring actor: a shard file is one block otherwise, and one
-    block goes to one actor however many there are."""
-    ds = _read_sources(shards_dir, [source], actors)
-    if clip_ids is not None:
-        wanted = frozenset(clip_ids)
-        ds = ds.filter(lambda row: row["clip_id"] in wanted)
-    return ds
+def shard_rows(shards_dir: str | Path, source: str, actors: int = 1) -> ray.data.Dataset:
+    """The clip rows of one source of a shards folder (for ``clips`` and ``excerpts``). Read into 4 blocks
+    per scoring actor: a shard file is one block otherwise, and one block goes to one actor however many
+    there are."""
+    return _read_sources(shards_dir, [source], actors)
 
 
 def relabel_rows(shards_dir: str | Path, actors: int = 1) -> ray.data.Dataset:
